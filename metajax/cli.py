@@ -1,0 +1,105 @@
+"""The ``metajax`` command: a thin layer that parses flags and calls the training library.
+
+    metajax train [--config NAME] [--algo A --dataset D --ways N ...] --workdir DIR [--resume]
+    metajax eval DIR [--tasks 600] [--inner-steps 10] [--data-dir PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from metajax.configs import CONFIGS, get_named_config
+from metajax.training.config import Config
+
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        kind = {"int": int, "float": float, "bool": _parse_bool}.get(
+            field.type if isinstance(field.type, str) else field.type.__name__, str)
+        parser.add_argument(flag, dest=field.name, type=kind, default=None,
+                            help=f"(default: {field.default})")
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metajax", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="meta-train a model")
+    train.add_argument("--config", default="default",
+                       help=f"named config to start from: {', '.join(CONFIGS)}")
+    train.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --workdir from its newest checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_config_flags(train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained run on test tasks; prints JSON")
+    ev.add_argument("workdir", help="run directory written by `metajax train`")
+    ev.add_argument("--tasks", type=int, default=600)
+    ev.add_argument("--inner-steps", type=int, default=None,
+                    help="test-time adaptation steps (default: the run's eval_inner_steps)")
+    ev.add_argument("--split", default="test", choices=("test", "val"))
+    ev.add_argument("--seed", type=int, default=0, help="selects the test tasks")
+    ev.add_argument("--batch", type=int, default=None, help="tasks per compiled call")
+    ev.add_argument("--data-dir", default=None, help="override the run's data directory")
+    return parser
+
+
+def _train_config(args) -> Config:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                 if getattr(args, f.name) is not None}
+    if args.resume:
+        try:
+            saved = Config.load(args.workdir)
+        except FileNotFoundError:
+            saved = None
+        if saved is not None:
+            # The run's own settings win; only the step budget (and data location) may change.
+            allowed = {"steps", "data_dir"}
+            changed = {k for k, v in overrides.items() if getattr(saved, k) != v} - allowed
+            if changed:
+                raise ValueError(f"--resume keeps the run's settings; these flags differ from "
+                                 f"{args.workdir}/config.json: {', '.join(sorted(changed))}. "
+                                 "Drop them or start a new --workdir.")
+            return saved.replace(**{k: v for k, v in overrides.items() if k in allowed})
+    return get_named_config(args.config).replace(**overrides)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    # Imported here so that `metajax --help` answers without initialising JAX.
+    from metajax.training.loop import NonFiniteLossError, evaluate_run, train_and_evaluate
+
+    try:
+        if args.command == "train":
+            cfg = _train_config(args)
+            train_and_evaluate(cfg, args.workdir, resume=args.resume,
+                               progress=not args.no_progress)
+            print(f"done: {cfg.steps} steps; evaluate with `metajax eval {args.workdir}`",
+                  file=sys.stderr)
+        elif args.command == "eval":
+            result = evaluate_run(args.workdir, tasks=args.tasks, inner_steps=args.inner_steps,
+                                  split=args.split, seed=args.seed, batch=args.batch,
+                                  data_dir=args.data_dir)
+            print(json.dumps(result))
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
+        print(f"metajax: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

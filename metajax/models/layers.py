@@ -1,0 +1,81 @@
+"""Layers of the few-shot backbones.
+
+Convolutions are written as shifted slices + one matmul ("patches"). Under ``vmap`` over per-task
+weights that becomes a batched matmul, which XLA compiles to fast code on CPU and GPU alike; the
+native convolution becomes a grouped convolution whose second derivative XLA:CPU runs very slowly
+(see ``../shared/notes/performance-findings.md``). ``conv_impl="xla"`` keeps the native op for
+comparison.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ConvImpl = Literal["patches", "xla"]
+
+
+def conv3x3(x, kernel, *, stride: int = 1, impl: ConvImpl = "patches"):
+    """3x3 'SAME' convolution of a batch ``x`` (B, H, W, C) with ``kernel`` (3, 3, C, F)."""
+    if impl == "xla":
+        return jax.lax.conv_general_dilated(
+            x, kernel, window_strides=(stride, stride), padding="SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if impl != "patches":
+        raise ValueError(f"unknown conv_impl {impl!r}; use 'patches' or 'xla'")
+    _, h, w, c = x.shape
+    out_h, out_w = -(-h // stride), -(-w // stride)
+    # 'SAME' padding as XLA defines it: the extra row/column (odd total) goes to the bottom/right.
+    pad_h = max((out_h - 1) * stride + 3 - h, 0)
+    pad_w = max((out_w - 1) * stride + 3 - w, 0)
+    xp = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    shifted = [
+        xp[:, di:di + (out_h - 1) * stride + 1:stride, dj:dj + (out_w - 1) * stride + 1:stride, :]
+        for di in range(3) for dj in range(3)
+    ]
+    patches = jnp.concatenate(shifted, axis=-1)  # (B, out_h, out_w, 9C), ordered (di, dj, c)
+    return patches @ kernel.reshape(9 * c, kernel.shape[-1])
+
+
+def max_pool_2x2(x):
+    """2x2 max-pool with stride 2 ('VALID': an odd last row/column is dropped).
+
+    A reshape + max, whose backward pass is cheaper on CPU than ``reduce_window``'s.
+    """
+    b, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2, :]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def batch_norm(x, scale, offset, *, eps: float = 1e-5):
+    """Batch norm with the statistics of the current batch only, as in the original MAML.
+
+    There are no running statistics: train and test use the batch at hand (transductive).
+    """
+    mean = x.mean(axis=(0, 1, 2))
+    var = jnp.square(x - mean).mean(axis=(0, 1, 2))
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + offset
+
+
+class ConvBlock(nn.Module):
+    """3x3 conv -> batch norm -> ReLU -> (stride 2 | 2x2 max-pool) on a batch (B, H, W, C)."""
+
+    features: int
+    downsample: Literal["stride", "pool"] = "stride"
+    conv_impl: ConvImpl = "patches"
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, c, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        scale = self.param("scale", nn.initializers.ones, (self.features,))
+        offset = self.param("offset", nn.initializers.zeros, (self.features,))
+        stride = 2 if self.downsample == "stride" else 1
+        y = conv3x3(x, kernel.astype(x.dtype), stride=stride, impl=self.conv_impl) + bias
+        y = jax.nn.relu(batch_norm(y, scale, offset))
+        if self.downsample == "pool":
+            y = max_pool_2x2(y)
+        return y

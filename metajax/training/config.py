@@ -1,0 +1,80 @@
+"""The run configuration: one frozen dataclass, saved as ``config.json`` in the workdir."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a run. Named configs in ``metajax.configs`` override fields."""
+
+    algo: str = "maml"              # maml | fomaml | anil | pretrain
+    dataset: str = "sinusoid"       # sinusoid | omniglot
+    data_dir: str | None = None     # None: $METAJAX_DATA_DIR
+    model: str | None = None        # None: the dataset's standard backbone
+    hidden: int | None = None       # filters / units; None: the paper's
+    conv_impl: str = "patches"      # patches | xla
+    ways: int = 5
+    shots: int = 10                 # K support examples per class (per task for regression)
+    query: int = 10                 # query examples per class (per task for regression)
+    meta_batch: int = 25
+    inner_steps: int = 1
+    eval_inner_steps: int = 10
+    inner_lr: float = 0.01
+    meta_lr: float = 1e-3
+    steps: int = 20000
+    seed: int = 0
+    unroll: bool = True             # unroll the inner-loop scan (fast on CPU, slower to compile)
+    log_every: int = 50
+    eval_every: int = 1000
+    eval_tasks: int = 100           # validation tasks per periodic evaluation
+    eval_batch: int = 50            # tasks evaluated per compiled call
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+
+    def replace(self, **changes) -> "Config":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "Config":
+        """Raises ValueError with the fix for settings that cannot work."""
+        problems = []
+        for name in ("shots", "query", "meta_batch", "steps", "eval_tasks", "eval_batch",
+                     "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("inner_steps", "eval_inner_steps"):
+            if getattr(self, name) < 0:
+                problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.dataset != "sinusoid" and self.ways < 2:
+            problems.append(f"--ways must be >= 2 for classification, got {self.ways}")
+        if problems:
+            raise ValueError("invalid configuration: " + "; ".join(problems))
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        values = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def save(self, workdir: Path) -> None:
+        path = Path(workdir) / "config.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, workdir: Path) -> "Config":
+        path = Path(workdir) / "config.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: {workdir} is not a metajax run directory "
+                                    "(create one with `metajax train --workdir DIR`)")
+        return cls.from_json(path.read_text())

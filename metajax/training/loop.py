@@ -1,0 +1,170 @@
+"""``train_and_evaluate(config, workdir)`` and ``evaluate_run(workdir)``: what the CLI calls."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from metajax.algorithms.registry import make_algorithm
+from metajax.models.registry import init_params
+from metajax.training import checkpoint
+from metajax.training.config import Config
+from metajax.training.metrics_log import MetricsLog
+from metajax.training.state import TrainState, create_train_state
+from metajax.training.steps import make_eval_step, make_meta_step
+from metajax.training.tasks import make_task_source
+
+# Fixed streams of evaluation tasks, so every run and checkpoint is scored on the same tasks.
+_VAL_STREAM, _TEST_STREAM = 1, 2
+
+
+class NonFiniteLossError(RuntimeError):
+    """The meta-loss became NaN or infinite; training stopped without saving the bad state."""
+
+
+class _Run:
+    """The pieces of a run shared by training and evaluation."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg.validate()
+        self.source = make_task_source(cfg)
+        self.learner = make_algorithm(cfg.algo, self.source.model, self.source.objective,
+                                      inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
+                                      unroll=cfg.unroll)
+        self.optimizer = optax.adam(cfg.meta_lr)
+        self._eval_steps = {}  # (batch, inner_steps) -> jitted step, so validation compiles once
+
+    def initial_state(self) -> TrainState:
+        init_key, train_key = jax.random.split(jax.random.PRNGKey(self.cfg.seed))
+        params = init_params(self.source.model, init_key, self.source.sample_input)
+        return create_train_state(self.learner, self.optimizer, params, train_key)
+
+    def evaluate(self, params, split: str, num_tasks: int, inner_steps: int, key,
+                 batch: int | None = None) -> dict:
+        """Mean and 95% confidence half-width of each metric over ``num_tasks`` tasks of ``split``."""
+        batch = min(batch or self.cfg.eval_batch, num_tasks)
+        if (batch, inner_steps) not in self._eval_steps:
+            self._eval_steps[batch, inner_steps] = make_eval_step(
+                self.learner, self.source.sample, batch, inner_steps)
+        eval_step = self._eval_steps[batch, inner_steps]
+        data = self.source.splits[split]
+        chunks = [eval_step(params, data, jax.random.fold_in(key, i))
+                  for i in range(math.ceil(num_tasks / batch))]
+        per_task = {k: np.concatenate([np.asarray(c[k]) for c in chunks])[:num_tasks]
+                    for k in chunks[0]}
+        summary = {}
+        for name, values in per_task.items():
+            summary[name] = float(values.mean())
+            summary[name + "_ci95"] = float(1.96 * values.std(ddof=1) / math.sqrt(len(values))
+                                            if len(values) > 1 else float("nan"))
+        return summary
+
+
+def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False,
+                       progress: bool = True) -> TrainState:
+    """Meta-trains per ``cfg``, writing config, metrics and checkpoints to ``workdir``.
+
+    With ``resume=True`` training continues from the newest checkpoint in ``workdir``; since the
+    RNG key is part of the checkpointed state, the result equals an uninterrupted run's.
+
+    Raises:
+      NonFiniteLossError: the meta-loss became NaN/inf. The last good checkpoint is kept.
+      FileExistsError: ``workdir`` holds a run and ``resume`` is False.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    existing = checkpoint.list_checkpoints(workdir)
+    if existing and not resume:
+        raise FileExistsError(f"{workdir} already holds a run (checkpoint at step "
+                              f"{existing[-1][0]}); pass --resume to continue it or choose "
+                              "another --workdir")
+    run = _Run(cfg)
+    cfg.save(workdir)
+    state, start = checkpoint.restore_checkpoint(workdir, run.initial_state())
+    start = start or 0
+    log = MetricsLog(workdir, resume_step=start if resume else None)
+    meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample, cfg.meta_batch)
+    train_data = run.source.splits["train"]
+    val_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), _VAL_STREAM)
+    last_saved = start if existing else None
+
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=f"{cfg.algo}",
+               dynamic_ncols=True)
+    tic = time.perf_counter()
+    for step in range(start + 1, cfg.steps + 1):
+        state, metrics = meta_step(state, train_data)
+        loss = float(metrics["outer/loss"])
+        if not math.isfinite(loss):
+            bar.close()
+            kept = (f"the last good checkpoint (step {last_saved}) is kept in "
+                    f"{checkpoint.checkpoint_dir(workdir)}" if last_saved is not None
+                    else "no checkpoint had been written yet")
+            raise NonFiniteLossError(
+                f"meta-loss is {loss} at step {step}; stopped without saving this state, {kept}. "
+                "Lower --meta-lr or --inner-lr (or resume with --resume after changing them).")
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            metrics = jax.device_get(metrics)
+            seconds = (time.perf_counter() - tic) / cfg.log_every
+            log.write(step, {**{f"train/{k}": v for k, v in metrics.items()}, "time/step_s": seconds})
+            bar.set_postfix({k.split("/")[-1]: f"{float(v):.3f}" for k, v in metrics.items()
+                             if k.startswith("outer/") and not k.endswith("norm")})
+            tic = time.perf_counter()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            val = run.evaluate(state.params, "val", cfg.eval_tasks, cfg.eval_inner_steps, val_key)
+            log.write(step, {f"val/{k}": v for k, v in val.items() if not k.endswith("_ci95")})
+            bar.write(f"step {step}: " + ", ".join(f"val/{k}={v:.4f}" for k, v in val.items()
+                                                   if not k.endswith("_ci95")))
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            checkpoint.save_checkpoint(workdir, state, step, keep=cfg.keep_checkpoints)
+            last_saved = step
+    bar.close()
+    return state
+
+
+def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
+                 split: str = "test", seed: int = 0, batch: int | None = None,
+                 **overrides) -> dict:
+    """Scores the newest checkpoint of a run on ``tasks`` tasks of ``split``.
+
+    Args:
+      workdir: a run directory written by :func:`train_and_evaluate`.
+      tasks: number of test tasks.
+      inner_steps: test-time adaptation steps (default: the run's ``eval_inner_steps``).
+      split: ``test`` or ``val``.
+      seed: selects the stream of test tasks (the same seed gives the same tasks).
+      **overrides: config fields to change, e.g. ``data_dir``.
+
+    Returns:
+      A dict with ``accuracy`` (classification) or ``mse`` (regression), ``ci95`` (half-width of
+      its 95% confidence interval), ``loss``, and what was evaluated.
+    """
+    cfg = Config.load(workdir).replace(**{k: v for k, v in overrides.items() if v is not None})
+    if split not in ("val", "test"):
+        raise ValueError(f"unknown split {split!r}; use 'test' or 'val'")
+    run = _Run(cfg)
+    state, step = checkpoint.restore_checkpoint(workdir, run.initial_state())
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}; train first "
+                                "with `metajax train --workdir DIR`")
+    steps = cfg.eval_inner_steps if inner_steps is None else inner_steps
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), _TEST_STREAM)
+    summary = run.evaluate(state.params, split, tasks, steps, key, batch)
+    main = "acc" if "outer/acc" in summary else "mse"
+    result = {
+        "accuracy" if main == "acc" else "mse": summary[f"outer/{main}"],
+        "ci95": summary[f"outer/{main}_ci95"],
+        "loss": summary["outer/loss"],
+        "loss_ci95": summary["outer/loss_ci95"],
+        "tasks": tasks, "inner_steps": steps, "split": split, "checkpoint_step": step,
+        "algo": cfg.algo, "dataset": cfg.dataset,
+    }
+    if cfg.dataset != "sinusoid":
+        result.update(ways=cfg.ways, shots=cfg.shots)
+    return result
+

@@ -1,0 +1,43 @@
+"""Metrics as a long-format CSV (``step,name,value``) that survives kills and resumes."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+class MetricsLog:
+    """Appends rows to ``workdir/metrics.csv``.
+
+    On resume from step ``s`` rows logged after ``s`` by the killed run are dropped first, so the
+    file describes exactly one history.
+    """
+
+    def __init__(self, workdir, *, resume_step: int | None = None):
+        self.path = Path(workdir) / "metrics.csv"
+        if resume_step is None or not self.path.exists():
+            rows = []
+        else:
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.reader(f)][1:]
+            rows = [r for r in rows if len(r) == 3 and int(r[0]) <= resume_step]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "name", "value"])
+            writer.writerows(rows)
+        tmp.replace(self.path)
+
+    def write(self, step: int, metrics: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            writer = csv.writer(f)
+            for name, value in metrics.items():
+                writer.writerow([step, name, f"{float(value):.6g}"])
+
+
+def read_metrics(workdir) -> dict[str, list[tuple[int, float]]]:
+    """``{name: [(step, value), ...]}`` from a run's ``metrics.csv``."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    with open(Path(workdir) / "metrics.csv", newline="") as f:
+        for row in list(csv.reader(f))[1:]:
+            out.setdefault(row[1], []).append((int(row[0]), float(row[2])))
+    return out

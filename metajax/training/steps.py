@@ -1,0 +1,51 @@
+"""The jitted steps. This is the one place that vmaps over the task axis."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metajax.training.state import TrainState
+
+
+def sample_tasks(sample, key, data, num_tasks: int):
+    """Draws ``num_tasks`` tasks on the device: ``sample`` vmapped over split keys."""
+    keys = jax.random.split(key, num_tasks)
+    return jax.vmap(sample, in_axes=(0, None))(keys, data)
+
+
+def batch_task_grads(learner, params, tasks):
+    """Mean (pseudo-)meta-gradient and mean metrics of a batch of tasks (leading axis)."""
+    grads, metrics = jax.vmap(learner.task_grad, in_axes=(None, 0))(params, tasks)
+    mean = functools.partial(jnp.mean, axis=0)
+    return jax.tree_util.tree_map(mean, grads), jax.tree_util.tree_map(mean, metrics)
+
+
+def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, meta_batch: int):
+    """Builds ``meta_step(state, data) -> (state, metrics)``, jit-compiled.
+
+    One outer update: draw ``meta_batch`` tasks from ``data`` with a fresh key, average the tasks'
+    meta-gradients, apply the optimiser. The state argument is donated.
+    """
+    def meta_step(state: TrainState, data):
+        rng, key = jax.random.split(state.rng)
+        tasks = sample_tasks(sample, key, data, meta_batch)
+        grads, metrics = batch_task_grads(learner, state.params, tasks)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "outer/grad_norm": optax.global_norm(grads)}
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        return new_state, metrics
+
+    return jax.jit(meta_step, donate_argnums=0)
+
+
+def make_eval_step(learner, sample, num_tasks: int, inner_steps: int):
+    """Builds ``eval_step(params, data, key) -> metrics`` of shape (num_tasks,), jit-compiled."""
+    def eval_step(params, data, key):
+        tasks = sample_tasks(sample, key, data, num_tasks)
+        return jax.vmap(learner.evaluate, in_axes=(None, 0, None))(params, tasks, inner_steps)
+
+    return jax.jit(eval_step)
