@@ -1,0 +1,40 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+# The real datasets live beside the repository (../shared/data), never inside it.
+DEFAULT_TEST_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def omniglot_data_dir() -> Path:
+    """Folder holding the official Omniglot zips (``$METAJAX_TEST_DATA_DIR/omniglot``)."""
+    root = Path(os.environ.get("METAJAX_TEST_DATA_DIR") or DEFAULT_TEST_DATA_DIR)
+    folder = root / "omniglot"
+    if not (folder / "images_background.zip").is_file():
+        # Missing data is a broken checkout (CI has ../shared), not a reason to pass quietly.
+        pytest.fail(f"Omniglot archives not found in {folder}; set METAJAX_TEST_DATA_DIR to the "
+                    f"folder that contains omniglot/")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def omniglot_first_load(omniglot_data_dir, tmp_path_factory):
+    """One uncached load per session: ``(splits, seconds, cache_dir)``."""
+    from metajax.data.omniglot import load_omniglot
+
+    cache_dir = tmp_path_factory.mktemp("omniglot-cache")
+    start = time.perf_counter()
+    splits = load_omniglot(omniglot_data_dir, cache_dir=cache_dir)
+    return splits, time.perf_counter() - start, cache_dir
+
+
+@pytest.fixture(scope="session")
+def omniglot_splits(omniglot_first_load):
+    """Omniglot ``OmniglotSplits`` at 28x28 with rotations, loaded once per session."""
+    return omniglot_first_load[0]
