@@ -38,3 +38,16 @@ def omniglot_first_load(omniglot_data_dir, tmp_path_factory):
 def omniglot_splits(omniglot_first_load):
     """Omniglot ``OmniglotSplits`` at 28x28 with rotations, loaded once per session."""
     return omniglot_first_load[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep decoded-dataset caches of the test session out of the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("metajax-cache")
+    old = os.environ.get("METAJAX_CACHE_DIR")
+    os.environ["METAJAX_CACHE_DIR"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("METAJAX_CACHE_DIR", None)
+    else:
+        os.environ["METAJAX_CACHE_DIR"] = old

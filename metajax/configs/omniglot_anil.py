@@ -3,4 +3,4 @@ from metajax.configs import omniglot_maml
 
 
 def get_config():
-    return omniglot_maml.get_config().replace(algo="anil")
+    return omniglot_maml.get_config().replace(algo="anil", steps=3000)

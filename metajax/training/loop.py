@@ -1,11 +1,13 @@
 """``train_and_evaluate(config, workdir)`` and ``evaluate_run(workdir)``: what the CLI calls."""
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm.auto import tqdm
@@ -37,7 +39,7 @@ class _Run:
                                       inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
                                       unroll=cfg.unroll)
         self.optimizer = optax.adam(cfg.meta_lr)
-        self._eval_steps = {}  # (batch, inner_steps) -> jitted step, so validation compiles once
+        self._eval_steps = {}  # inner_steps -> jitted step, so validation compiles once
 
     def initial_state(self) -> TrainState:
         init_key, train_key = jax.random.split(jax.random.PRNGKey(self.cfg.seed))
@@ -48,13 +50,15 @@ class _Run:
                  batch: int | None = None) -> dict:
         """Mean and 95% confidence half-width of each metric over ``num_tasks`` tasks of ``split``."""
         batch = min(batch or self.cfg.eval_batch, num_tasks)
-        if (batch, inner_steps) not in self._eval_steps:
-            self._eval_steps[batch, inner_steps] = make_eval_step(
-                self.learner, self.source.sample, batch, inner_steps)
-        eval_step = self._eval_steps[batch, inner_steps]
+        if inner_steps not in self._eval_steps:
+            self._eval_steps[inner_steps] = make_eval_step(self.learner, self.source.sample,
+                                                           inner_steps)
+        eval_step = self._eval_steps[inner_steps]
         data = self.source.splits[split]
-        chunks = [eval_step(params, data, jax.random.fold_in(key, i))
-                  for i in range(math.ceil(num_tasks / batch))]
+        # Pad the last chunk to a full batch so one compiled shape serves every chunk.
+        keys = jax.vmap(functools.partial(jax.random.fold_in, key))(
+            jnp.arange(math.ceil(num_tasks / batch) * batch))
+        chunks = [eval_step(params, data, keys[i:i + batch]) for i in range(0, len(keys), batch)]
         per_task = {k: np.concatenate([np.asarray(c[k]) for c in chunks])[:num_tasks]
                     for k in chunks[0]}
         summary = {}

@@ -10,9 +10,8 @@ import optax
 from metajax.training.state import TrainState
 
 
-def sample_tasks(sample, key, data, num_tasks: int):
-    """Draws ``num_tasks`` tasks on the device: ``sample`` vmapped over split keys."""
-    keys = jax.random.split(key, num_tasks)
+def sample_tasks(sample, keys, data):
+    """Draws one task per key on the device: ``sample`` vmapped over ``keys``."""
     return jax.vmap(sample, in_axes=(0, None))(keys, data)
 
 
@@ -23,29 +22,34 @@ def batch_task_grads(learner, params, tasks):
     return jax.tree_util.tree_map(mean, grads), jax.tree_util.tree_map(mean, metrics)
 
 
-def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, meta_batch: int):
-    """Builds ``meta_step(state, data) -> (state, metrics)``, jit-compiled.
+def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, meta_batch: int,
+                   *, jit: bool = True):
+    """Builds ``meta_step(state, data) -> (state, metrics)``.
 
     One outer update: draw ``meta_batch`` tasks from ``data`` with a fresh key, average the tasks'
-    meta-gradients, apply the optimiser. The state argument is donated.
+    meta-gradients, apply the optimiser. With ``jit`` (the default) it is compiled and the state
+    argument is donated.
     """
     def meta_step(state: TrainState, data):
         rng, key = jax.random.split(state.rng)
-        tasks = sample_tasks(sample, key, data, meta_batch)
+        tasks = sample_tasks(sample, jax.random.split(key, meta_batch), data)
         grads, metrics = batch_task_grads(learner, state.params, tasks)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "outer/grad_norm": optax.global_norm(grads)}
+        metrics = {**metrics, "outer/grad_norm": optax.tree.norm(grads)}
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
         return new_state, metrics
 
-    return jax.jit(meta_step, donate_argnums=0)
+    return jax.jit(meta_step, donate_argnums=0) if jit else meta_step
 
 
-def make_eval_step(learner, sample, num_tasks: int, inner_steps: int):
-    """Builds ``eval_step(params, data, key) -> metrics`` of shape (num_tasks,), jit-compiled."""
-    def eval_step(params, data, key):
-        tasks = sample_tasks(sample, key, data, num_tasks)
+def make_eval_step(learner, sample, inner_steps: int):
+    """Builds ``eval_step(params, data, keys) -> metrics``, one value per key, jit-compiled.
+
+    Task ``i`` is drawn from ``keys[i]`` alone, so results do not depend on how tasks are batched.
+    """
+    def eval_step(params, data, keys):
+        tasks = sample_tasks(sample, keys, data)
         return jax.vmap(learner.evaluate, in_axes=(None, 0, None))(params, tasks, inner_steps)
 
     return jax.jit(eval_step)
