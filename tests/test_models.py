@@ -1,0 +1,71 @@
+"""Backbones: params layout, patch convolutions against XLA's, batch norm, activations."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metajax.models import batch_norm, build_model, conv3x3, init_params, max_pool_2x2
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [(7, 9), (8, 8), (28, 28)])
+def test_patch_conv_equals_xla_conv(stride, size):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    x = jax.random.normal(k1, (2, *size, 3))
+    kernel = jax.random.normal(k2, (3, 3, 3, 5))
+    np.testing.assert_allclose(conv3x3(x, kernel, stride=stride),
+                               conv3x3(x, kernel, stride=stride, impl="xla"), rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_matches_reduce_window_and_drops_odd_edge():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 7, 3))
+    want = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    np.testing.assert_array_equal(max_pool_2x2(x), want)
+
+
+def test_batch_norm_uses_current_batch_statistics():
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 3, 2)) * 5 + 3
+    y = batch_norm(x, jnp.ones(2), jnp.zeros(2))
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.std(axis=(0, 1, 2)), 1, atol=1e-3)
+
+
+@pytest.mark.parametrize("name, shape, features", [("conv4", (28, 28, 1), 256),
+                                                   ("conv4-pool", (84, 84, 3), 800)])
+def test_conv4_layout_features_and_activations(name, shape, features):
+    model = build_model(name, 5)
+    x = jnp.ones((3, *shape))
+    params = init_params(model, jax.random.PRNGKey(0), x)
+    assert set(params) == {"body", "head"}
+    assert set(params["body"]) == {"conv1", "conv2", "conv3", "conv4"}
+    logits, acts = model.apply({"params": params}, x, return_activations=True)
+    assert logits.shape == (3, 5) and set(acts) == {"conv1", "conv2", "conv3", "conv4", "head"}
+    feats = model.apply({"params": {"body": params["body"]}}, x, method="embed")
+    assert feats.shape == (3, features)
+    np.testing.assert_allclose(model.apply({"params": {"head": params["head"]}}, feats,
+                                           method="apply_head"), logits, rtol=1e-5, atol=1e-6)
+    width = 64 if name == "conv4" else 32
+    assert params["body"]["conv4"]["kernel"].shape == (3, 3, width, width)
+
+
+def test_patch_and_xla_models_agree():
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1))
+    fast, ref = build_model("conv4", 5, hidden=8), build_model("conv4", 5, hidden=8, conv_impl="xla")
+    params = init_params(fast, jax.random.PRNGKey(0), x)
+    np.testing.assert_allclose(fast.apply({"params": params}, x), ref.apply({"params": params}, x),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_mlp_layout():
+    model = build_model("mlp", 1)
+    params = init_params(model, jax.random.PRNGKey(0), jnp.zeros((5, 1)))
+    assert set(params) == {"body", "head"} and params["body"]["dense2"]["kernel"].shape == (40, 40)
+    out, acts = model.apply({"params": params}, jnp.zeros((5, 1)), return_activations=True)
+    assert out.shape == (5, 1) and set(acts) == {"dense1", "dense2", "head"}
+
+
+def test_unknown_model_and_conv_impl_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        build_model("resnet", 5)
+    with pytest.raises(ValueError, match="unknown conv_impl"):
+        conv3x3(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), impl="fft")
