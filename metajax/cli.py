@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="selects the test tasks")
     ev.add_argument("--batch", type=int, default=None, help="tasks per compiled call")
     ev.add_argument("--data-dir", default=None, help="override the run's data directory")
+    ev.add_argument("--head", default="learned", choices=("learned", "nil"),
+                    help="nil: no head and no inner loop; cosine-similarity votes of support labels")
+    ev.add_argument("--freeze", default="",
+                    help="comma-separated body layers not adapted at test time, e.g. 1,2,3,4")
     return parser
 
 
@@ -93,6 +97,8 @@ def main(argv=None) -> int:
         elif args.command == "eval":
             result = evaluate_run(args.workdir, tasks=args.tasks, inner_steps=args.inner_steps,
                                   split=args.split, seed=args.seed, batch=args.batch,
+                                  head=args.head,
+                                  freeze=[x for x in args.freeze.split(",") if x.strip()],
                                   data_dir=args.data_dir)
             print(json.dumps(result))
     except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:

@@ -20,9 +20,12 @@ class MetaLearner(NamedTuple):
       adapt: ``adapt(meta_params, support, steps) -> model_params``: test-time adaptation.
       evaluate: ``evaluate(meta_params, task, steps) -> metrics``: adapt on the support set with
         ``steps`` inner steps, no outer gradient, and measure on the query set.
+      params_of: ``params_of(meta_params) -> model_params``: the model's initialisation inside
+        the meta-parameters (identity unless the algorithm learns more than the init).
     """
 
     init: Callable[[PyTree], PyTree]
     task_grad: Callable[[PyTree, Any], tuple[PyTree, dict]]
     adapt: Callable[[PyTree, Any, int], PyTree]
     evaluate: Callable[[PyTree, Any, int], dict]
+    params_of: Callable[[PyTree], PyTree] = lambda meta_params: meta_params

@@ -5,12 +5,14 @@ import dataclasses
 import json
 from pathlib import Path
 
+OUTER_OPTIMIZERS = ("adam", "sgd")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines a run. Named configs in ``metajax.configs`` override fields."""
 
-    algo: str = "maml"              # maml | fomaml | anil | pretrain
+    algo: str = "maml"              # maml | fomaml | anil | reptile | metasgd | pretrain
     dataset: str = "sinusoid"       # sinusoid | omniglot
     data_dir: str | None = None     # None: $METAJAX_DATA_DIR
     model: str | None = None        # None: the dataset's standard backbone
@@ -24,6 +26,7 @@ class Config:
     eval_inner_steps: int = 10
     inner_lr: float = 0.01
     meta_lr: float = 1e-3
+    outer_optimizer: str = "adam"   # adam | sgd (Reptile's theta += beta * mean(W - theta))
     steps: int = 20000
     seed: int = 0
     unroll: bool = True             # unroll the inner-loop scan (fast on CPU, slower to compile)
@@ -50,6 +53,9 @@ class Config:
         for name in ("inner_steps", "eval_inner_steps"):
             if getattr(self, name) < 0:
                 problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.outer_optimizer not in OUTER_OPTIMIZERS:
+            problems.append(f"unknown --outer-optimizer {self.outer_optimizer!r}; choose one of: "
+                            f"{', '.join(OUTER_OPTIMIZERS)}")
         if self.dataset != "sinusoid" and self.ways < 2:
             problems.append(f"--ways must be >= 2 for classification, got {self.ways}")
         if problems:

@@ -12,7 +12,9 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from metajax.algorithms.nil import nil
 from metajax.algorithms.registry import make_algorithm
+from metajax.core.partition import freeze_mask
 from metajax.models.registry import init_params
 from metajax.training import checkpoint
 from metajax.training.config import Config
@@ -38,8 +40,8 @@ class _Run:
         self.learner = make_algorithm(cfg.algo, self.source.model, self.source.objective,
                                       inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
                                       unroll=cfg.unroll)
-        self.optimizer = optax.adam(cfg.meta_lr)
-        self._eval_steps = {}  # inner_steps -> jitted step, so validation compiles once
+        self.optimizer = {"adam": optax.adam, "sgd": optax.sgd}[cfg.outer_optimizer](cfg.meta_lr)
+        self._eval_steps = {}  # (learner, inner_steps) -> jitted step, so validation compiles once
 
     def initial_state(self) -> TrainState:
         init_key, train_key = jax.random.split(jax.random.PRNGKey(self.cfg.seed))
@@ -47,13 +49,17 @@ class _Run:
         return create_train_state(self.learner, self.optimizer, params, train_key)
 
     def evaluate(self, params, split: str, num_tasks: int, inner_steps: int, key,
-                 batch: int | None = None) -> dict:
-        """Mean and 95% confidence half-width of each metric over ``num_tasks`` tasks of ``split``."""
+                 batch: int | None = None, learner=None) -> dict:
+        """Mean and 95% confidence half-width of each metric over ``num_tasks`` tasks of ``split``.
+
+        ``learner`` replaces the run's algorithm at test time (e.g. NIL, or frozen layers).
+        """
         batch = min(batch or self.cfg.eval_batch, num_tasks)
-        if inner_steps not in self._eval_steps:
-            self._eval_steps[inner_steps] = make_eval_step(self.learner, self.source.sample,
-                                                           inner_steps)
-        eval_step = self._eval_steps[inner_steps]
+        learner = learner or self.learner
+        if (learner, inner_steps) not in self._eval_steps:
+            self._eval_steps[learner, inner_steps] = make_eval_step(learner, self.source.sample,
+                                                                    inner_steps)
+        eval_step = self._eval_steps[learner, inner_steps]
         data = self.source.splits[split]
         # Pad the last chunk to a full batch so one compiled shape serves every chunk.
         keys = jax.vmap(functools.partial(jax.random.fold_in, key))(
@@ -133,7 +139,7 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False,
 
 def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
                  split: str = "test", seed: int = 0, batch: int | None = None,
-                 **overrides) -> dict:
+                 head: str = "learned", freeze=(), **overrides) -> dict:
     """Scores the newest checkpoint of a run on ``tasks`` tasks of ``split``.
 
     Args:
@@ -142,6 +148,10 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
       inner_steps: test-time adaptation steps (default: the run's ``eval_inner_steps``).
       split: ``test`` or ``val``.
       seed: selects the stream of test tasks (the same seed gives the same tasks).
+      head: ``"learned"`` (the trained head, adapted) or ``"nil"`` (no head, no inner loop:
+        cosine-similarity-weighted support labels).
+      freeze: body layers not to adapt at test time: 1-based indices (``"1"`` is the first block)
+        or paths such as ``"body/conv2"``.
       **overrides: config fields to change, e.g. ``data_dir``.
 
     Returns:
@@ -157,8 +167,21 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
         raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}; train first "
                                 "with `metajax train --workdir DIR`")
     steps = cfg.eval_inner_steps if inner_steps is None else inner_steps
+    learner = run.learner
+    if freeze:
+        params = learner.params_of(state.params)
+        mask = freeze_mask(params, [_layer_path(params, layer) for layer in freeze])
+        learner = make_algorithm(cfg.algo, run.source.model, run.source.objective,
+                                 inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
+                                 unroll=cfg.unroll, mask=mask)
+    if head == "nil":
+        if cfg.dataset == "sinusoid":
+            raise ValueError("--head nil needs a classification run (it votes with support labels)")
+        learner = nil(learner, run.source.model, cfg.ways)
+    elif head != "learned":
+        raise ValueError(f"unknown head {head!r}; use 'learned' or 'nil'")
     key = jax.random.fold_in(jax.random.PRNGKey(seed), _TEST_STREAM)
-    summary = run.evaluate(state.params, split, tasks, steps, key, batch)
+    summary = run.evaluate(state.params, split, tasks, steps, key, batch, learner=learner)
     main = "acc" if "outer/acc" in summary else "mse"
     result = {
         "accuracy" if main == "acc" else "mse": summary[f"outer/{main}"],
@@ -166,9 +189,22 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
         "loss": summary["outer/loss"],
         "loss_ci95": summary["outer/loss_ci95"],
         "tasks": tasks, "inner_steps": steps, "split": split, "checkpoint_step": step,
-        "algo": cfg.algo, "dataset": cfg.dataset,
+        "algo": cfg.algo, "dataset": cfg.dataset, "head": head,
+        "frozen": [_layer_path(learner.params_of(state.params), l) for l in freeze],
     }
     if cfg.dataset != "sinusoid":
         result.update(ways=cfg.ways, shots=cfg.shots)
     return result
 
+
+
+def _layer_path(params, layer) -> str:
+    """``"2"`` -> the second body layer's path (``"body/conv2"``); paths pass through."""
+    text = str(layer).strip()
+    if not text.isdigit():
+        return text
+    names = sorted(params["body"])
+    index = int(text)
+    if not 1 <= index <= len(names):
+        raise ValueError(f"--freeze {text}: the body has layers 1..{len(names)} ({', '.join(names)})")
+    return f"body/{names[index - 1]}"
