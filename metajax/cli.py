@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --workdir from its newest checkpoint")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--distributed", action="store_true",
+                       help="call jax.distributed.initialize() first (multi-host task sharding)")
     _add_config_flags(train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run on test tasks; prints JSON")
@@ -90,6 +92,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             cfg = _train_config(args)
+            if args.distributed:
+                import jax
+
+                jax.distributed.initialize()
             train_and_evaluate(cfg, args.workdir, resume=args.resume,
                                progress=not args.no_progress)
             print(f"done: {cfg.steps} steps; evaluate with `metajax eval {args.workdir}`",

@@ -29,6 +29,7 @@ class Config:
     outer_optimizer: str = "adam"   # adam | sgd (Reptile's theta += beta * mean(W - theta))
     steps: int = 20000
     seed: int = 0
+    shard_tasks: bool = True        # split the task batch over all devices when there are several
     unroll: bool = True             # unroll the inner-loop scan (fast on CPU, slower to compile)
     log_every: int = 50
     eval_every: int = 1000

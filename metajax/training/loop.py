@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -19,6 +20,7 @@ from metajax.models.registry import init_params
 from metajax.training import checkpoint
 from metajax.training.config import Config
 from metajax.training.metrics_log import MetricsLog
+from metajax.training.sharding import replicate, task_mesh
 from metajax.training.state import TrainState, create_train_state
 from metajax.training.steps import make_eval_step, make_meta_step
 from metajax.training.tasks import make_task_source
@@ -98,7 +100,15 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False,
     state, start = checkpoint.restore_checkpoint(workdir, run.initial_state())
     start = start or 0
     log = MetricsLog(workdir, resume_step=start if resume else None)
-    meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample, cfg.meta_batch)
+    mesh = task_mesh() if cfg.shard_tasks and jax.device_count() > 1 else None
+    if mesh is not None and cfg.meta_batch % mesh.size:
+        warnings.warn(f"--meta-batch {cfg.meta_batch} does not split over {mesh.size} devices; "
+                      f"running on one device (use a multiple of {mesh.size} to shard tasks)")
+        mesh = None
+    if mesh is not None:
+        state = replicate(state, mesh)
+    meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample, cfg.meta_batch,
+                               mesh=mesh)
     train_data = run.source.splits["train"]
     val_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), _VAL_STREAM)
     last_saved = start if existing else None

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metajax.training.sharding import check_divisible, shard_tasks
 from metajax.training.state import TrainState
 
 
@@ -23,16 +24,22 @@ def batch_task_grads(learner, params, tasks):
 
 
 def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, meta_batch: int,
-                   *, jit: bool = True):
+                   *, jit: bool = True, mesh=None):
     """Builds ``meta_step(state, data) -> (state, metrics)``.
 
     One outer update: draw ``meta_batch`` tasks from ``data`` with a fresh key, average the tasks'
     meta-gradients, apply the optimiser. With ``jit`` (the default) it is compiled and the state
-    argument is donated.
+    argument is donated. With a ``mesh`` (see ``metajax.training.sharding``) the task batch is
+    split over its devices; the state should be replicated on it.
     """
+    if mesh is not None:
+        check_divisible(meta_batch, mesh)
+
     def meta_step(state: TrainState, data):
         rng, key = jax.random.split(state.rng)
         tasks = sample_tasks(sample, jax.random.split(key, meta_batch), data)
+        if mesh is not None:
+            tasks = shard_tasks(tasks, mesh)
         grads, metrics = batch_task_grads(learner, state.params, tasks)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
