@@ -53,34 +53,51 @@ def maml(model, objective: Objective, *, inner_lr: float, inner_steps: int,
       mask: which params the inner loop adapts (``None``: all); e.g. a freeze mask.
       unroll: ``lax.scan`` unrolling of the inner loop.
     """
+    return gradient_based_learner(model, objective, inner_steps=inner_steps,
+                                  lr_of=lambda params: inner_lr, first_order=first_order,
+                                  mask=mask, unroll=unroll)
+
+
+def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_of,
+                           first_order: bool = False, mask=None, unroll: int | bool = True,
+                           init=lambda params: params,
+                           params_of=lambda meta_params: meta_params) -> MetaLearner:
+    """The MAML family: adapt all (masked) params by SGD, meta-learn through the inner loop.
+
+    Args:
+      lr_of: ``lr_of(meta_params)`` -> the inner rate(s): a constant (MAML) or learned
+        meta-parameters (Meta-SGD: one rate per parameter).
+      init, params_of: build meta-parameters from model params, and take them back out.
+      Others: as :func:`maml`.
+    """
     predict, _, _ = _model_fns(model)
 
     def batch_loss(params, batch):
         x, y = batch
         return objective.loss(predict(params, x), y)
 
-    def adapt_with_losses(params, support, steps, fo):
-        return inner_loop(params, batch_loss, support, inner_lr=inner_lr, steps=steps, mask=mask,
-                          first_order=fo, unroll=unroll)
+    def adapt_with_losses(meta, support, steps, fo):
+        return inner_loop(params_of(meta), batch_loss, support, inner_lr=lr_of(meta), steps=steps,
+                          mask=mask, first_order=fo, unroll=unroll)
 
-    def task_objective(params, task, steps, fo):
+    def task_objective(meta, task, steps, fo):
         support, (xq, yq) = task
-        adapted, inner_losses = adapt_with_losses(params, support, steps, fo)
+        adapted, inner_losses = adapt_with_losses(meta, support, steps, fo)
         pred = predict(adapted, xq)
         loss = objective.loss(pred, yq)
         return loss, _task_metrics(objective, pred, yq, loss, inner_losses)
 
-    def task_grad(params, task):
-        return jax.grad(task_objective, has_aux=True)(params, task, inner_steps, first_order)
+    def task_grad(meta, task):
+        return jax.grad(task_objective, has_aux=True)(meta, task, inner_steps, first_order)
 
-    def adapt(params, support, steps):
-        return adapt_with_losses(params, support, steps, True)[0]
+    def adapt(meta, support, steps):
+        return adapt_with_losses(meta, support, steps, True)[0]
 
-    def evaluate(params, task, steps):
-        return task_objective(jax.lax.stop_gradient(params), task, steps, True)[1]
+    def evaluate(meta, task, steps):
+        return task_objective(jax.lax.stop_gradient(meta), task, steps, True)[1]
 
-    return MetaLearner(init=lambda params: params, task_grad=task_grad, adapt=adapt,
-                       evaluate=evaluate)
+    return MetaLearner(init=init, task_grad=task_grad, adapt=adapt, evaluate=evaluate,
+                       params_of=params_of)
 
 
 def fomaml(model, objective: Objective, *, inner_lr: float, inner_steps: int, mask=None,

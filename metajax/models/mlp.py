@@ -5,6 +5,8 @@ from typing import Sequence
 
 import flax.linen as nn
 
+from metajax.models.base import BodyHead
+
 
 class MLPBody(nn.Module):
     hidden: Sequence[int] = (40, 40)
@@ -18,7 +20,7 @@ class MLPBody(nn.Module):
         return x, activations
 
 
-class MLP(nn.Module):
+class MLP(BodyHead):
     """MLP with params ``{"body": {"dense1", "dense2"}, "head": {...}}``; same methods as Conv4."""
 
     num_outputs: int = 1
@@ -27,16 +29,3 @@ class MLP(nn.Module):
     def setup(self):
         self.body = MLPBody(tuple(self.hidden))
         self.head = nn.Dense(self.num_outputs)
-
-    def __call__(self, x, return_activations: bool = False):
-        features, activations = self.body(x)
-        out = self.head(features)
-        if return_activations:
-            return out, {**activations, "head": out}
-        return out
-
-    def embed(self, x):
-        return self.body(x)[0]
-
-    def apply_head(self, features):
-        return self.head(features)
