@@ -115,7 +115,7 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False,
 
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=f"{cfg.algo}",
                dynamic_ncols=True)
-    tic = time.perf_counter()
+    tic, window_start = time.perf_counter(), start
     for step in range(start + 1, cfg.steps + 1):
         state, metrics = meta_step(state, train_data)
         loss = float(metrics["outer/loss"])
@@ -130,11 +130,11 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False,
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
             metrics = jax.device_get(metrics)
-            seconds = (time.perf_counter() - tic) / cfg.log_every
+            # Training time per step since the last log; validation and checkpoints excluded.
+            seconds = (time.perf_counter() - tic) / (step - window_start)
             log.write(step, {**{f"train/{k}": v for k, v in metrics.items()}, "time/step_s": seconds})
             bar.set_postfix({k.split("/")[-1]: f"{float(v):.3f}" for k, v in metrics.items()
                              if k.startswith("outer/") and not k.endswith("norm")})
-            tic = time.perf_counter()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             val = run.evaluate(state.params, "val", cfg.eval_tasks, cfg.eval_inner_steps, val_key)
             log.write(step, {f"val/{k}": v for k, v in val.items() if not k.endswith("_ci95")})
@@ -143,6 +143,8 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False,
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             checkpoint.save_checkpoint(workdir, state, step, keep=cfg.keep_checkpoints)
             last_saved = step
+        if step % cfg.log_every == 0:
+            tic, window_start = time.perf_counter(), step
     bar.close()
     return state
 
