@@ -180,9 +180,10 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
                                 "with `metajax train --workdir DIR`")
     steps = cfg.eval_inner_steps if inner_steps is None else inner_steps
     learner = run.learner
-    if freeze:
-        params = learner.params_of(state.params)
-        mask = freeze_mask(params, [_layer_path(params, layer) for layer in freeze])
+    params = learner.params_of(state.params)
+    frozen = [_layer_path(params, layer) for layer in freeze]
+    if frozen:
+        mask = freeze_mask(params, frozen)
         learner = make_algorithm(cfg.algo, run.source.model, run.source.objective,
                                  inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
                                  unroll=cfg.unroll, mask=mask)
@@ -202,7 +203,7 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
         "loss_ci95": summary["outer/loss_ci95"],
         "tasks": tasks, "inner_steps": steps, "split": split, "checkpoint_step": step,
         "algo": cfg.algo, "dataset": cfg.dataset, "head": head,
-        "frozen": [_layer_path(learner.params_of(state.params), l) for l in freeze],
+        "frozen": frozen,
     }
     if cfg.dataset != "sinusoid":
         result.update(ways=cfg.ways, shots=cfg.shots)
