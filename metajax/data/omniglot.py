@@ -13,14 +13,9 @@ Decoding the 32,460 PNGs takes a few seconds, so the decoded (unrotated) arrays 
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
-import tempfile
-import warnings
 import zipfile
-import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +23,18 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from metajax.data.archives import check_member_name
 from metajax.data.errors import DataError
+from metajax.data.files import (
+    CORRUPT_ERRORS,
+    OMNIGLOT_URL,
+    cache_root,
+    default_cache_dir,
+    fingerprint,
+    read_array_cache,
+    resolve_data_dir,
+    write_array_cache,
+)
 
 __all__ = [
     "ARCHIVES",
@@ -44,7 +50,7 @@ __all__ = [
     "resolve_data_dir",
 ]
 
-DOWNLOAD_URL = "https://github.com/brendenlake/omniglot/tree/master/python"
+DOWNLOAD_URL = OMNIGLOT_URL
 ARCHIVES = ("images_background.zip", "images_evaluation.zip")
 # Counts of the official archives; a different count means a partial or wrong download, and the
 # fixed split sizes below would silently mean something else.
@@ -59,30 +65,6 @@ NUM_ROTATIONS = 4
 # stale caches are never read back.
 CACHE_FORMAT_VERSION = 1
 
-DATA_DIR_ENV = "METAJAX_DATA_DIR"
-CACHE_DIR_ENV = "METAJAX_CACHE_DIR"
-
-_DATASET_FILES = {"omniglot": ARCHIVES}
-_DATASET_HINTS = {
-    "omniglot": (
-        f"download images_background.zip and images_evaluation.zip from {DOWNLOAD_URL} and put "
-        "them, unextracted, in DIR or in DIR/omniglot/"
-    ),
-}
-
-# Everything zipfile, zlib and PIL raise for a damaged archive or member.
-_CORRUPT_ERRORS = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    zlib.error,
-    EOFError,
-    OSError,  # includes PIL.UnidentifiedImageError
-    ValueError,
-    SyntaxError,  # raised by some PIL plugins on malformed headers
-    Image.DecompressionBombError,
-)
-
-
 class OmniglotSplits(NamedTuple):
     """Omniglot split into disjoint class sets.
 
@@ -94,69 +76,6 @@ class OmniglotSplits(NamedTuple):
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None, dataset: str = "omniglot") -> Path:
-    """Finds the folder holding a dataset's files.
-
-    Args:
-      data_dir: the folder holding the files, or a parent folder with a ``<dataset>/`` subfolder
-        holding them. ``None`` (or ``""``) falls back to the ``METAJAX_DATA_DIR`` environment
-        variable.
-      dataset: dataset name; only ``"omniglot"`` is known.
-
-    Returns:
-      The absolute path of the folder that holds the dataset's files.
-
-    Raises:
-      DataError: no folder was given, it does not exist, or it lacks the dataset's files.
-    """
-    if dataset not in _DATASET_FILES:
-        raise DataError(
-            f"unknown dataset {dataset!r}; use one of {', '.join(sorted(_DATASET_FILES))}"
-        )
-    required = _DATASET_FILES[dataset]
-    hint = _DATASET_HINTS[dataset]
-    listing = ", ".join(required)
-
-    source = "the data directory"
-    if data_dir is None or str(data_dir) == "":
-        env = os.environ.get(DATA_DIR_ENV, "")
-        if not env:
-            raise DataError(
-                f"no data directory given for {dataset}; pass --data-dir DIR or set "
-                f"{DATA_DIR_ENV}=DIR; {hint}"
-            )
-        data_dir, source = env, f"{DATA_DIR_ENV}"
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"{source} {str(root)!r} does not exist or is not a folder; point --data-dir or "
-            f"{DATA_DIR_ENV} at the folder holding {listing}; {hint}"
-        )
-
-    candidates = [root, root / dataset]
-    for folder in candidates:
-        if all((folder / name).is_file() for name in required):
-            return folder.resolve()
-
-    # Report against the candidate closest to complete, preferring the dataset subfolder when it
-    # exists, since that is where the user most likely meant to put the files.
-    def found(folder: Path) -> int:
-        return sum((folder / name).is_file() for name in required)
-
-    target = max(reversed(candidates), key=lambda f: (found(f), f.is_dir()))
-    missing = [name for name in required if not (target / name).is_file()]
-    raise DataError(
-        f"{target} lacks {', '.join(missing)}; the data directory DIR must hold {listing} "
-        f"directly or in the subfolder DIR/{dataset}/; {hint}"
-    )
-
-
-def default_cache_dir() -> Path:
-    """Returns ``$METAJAX_CACHE_DIR`` if set, else ``~/.cache/metajax``."""
-    env = os.environ.get(CACHE_DIR_ENV, "")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "metajax"
 
 
 def omniglot_split_indices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,12 +124,15 @@ def load_omniglot(
     folder = resolve_data_dir(data_dir, "omniglot")
     paths = [folder / name for name in ARCHIVES]
 
-    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    cache_path = cache_root / f"omniglot-{image_size}px-{_cache_key(paths, image_size)}.npz"
-    images = _read_cache(cache_path, image_size)
-    if images is None:
+    key = _cache_key(paths, image_size)
+    cache_path = cache_root(cache_dir) / f"omniglot-{image_size}px-{key}.npz"
+    expected = {"images": (NUM_CHARACTERS, DRAWINGS_PER_CHARACTER, image_size, image_size)}
+    cached = read_array_cache(cache_path, expected, CACHE_FORMAT_VERSION, "Omniglot")
+    if cached is not None:
+        images = cached["images"]
+    else:
         images = _decode_archives(paths, image_size, progress)
-        _write_cache(cache_path, images)
+        write_array_cache(cache_path, {"images": images}, CACHE_FORMAT_VERSION, "Omniglot")
 
     return OmniglotSplits(*(_make_classes(images[idx], rotations)
                             for idx in omniglot_split_indices()))
@@ -227,58 +149,7 @@ def _make_classes(characters: np.ndarray, rotations: bool) -> np.ndarray:
 
 
 def _cache_key(paths: list[Path], image_size: int) -> str:
-    stats = []
-    for path in paths:
-        st = path.stat()
-        stats.append([path.name, st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"version": CACHE_FORMAT_VERSION, "image_size": image_size,
-                       "archives": stats}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _read_cache(path: Path, image_size: int) -> np.ndarray | None:
-    """Returns the cached array, or None when there is no usable cache (missing or corrupt)."""
-    if not path.is_file():
-        return None
-    expected = (NUM_CHARACTERS, DRAWINGS_PER_CHARACTER, image_size, image_size)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            version = int(npz["format_version"])
-            images = npz["images"]
-        if version != CACHE_FORMAT_VERSION or images.shape != expected or images.dtype != np.uint8:
-            raise ValueError(f"unexpected contents (version {version}, shape {images.shape}, "
-                             f"dtype {images.dtype})")
-    except (*_CORRUPT_ERRORS, KeyError, TypeError) as e:
-        warnings.warn(f"ignoring unreadable Omniglot cache {path} ({e}); rebuilding it",
-                      RuntimeWarning, stacklevel=3)
-        return None
-    return images
-
-
-def _write_cache(path: Path, images: np.ndarray) -> None:
-    """Writes the cache atomically so that a crash or a concurrent run never sees half a file."""
-    tmp_name = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            # Uncompressed: the file is small (~25 MB at 28 px) and loads in milliseconds.
-            np.savez(fh, images=images, format_version=np.int64(CACHE_FORMAT_VERSION))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as e:
-        # A read-only home must not stop training; it only costs decoding again next time.
-        warnings.warn(f"could not write the Omniglot cache {path} ({e}); the next load will decode "
-                      f"the archives again; set {CACHE_DIR_ENV} to a writable folder to avoid this",
-                      RuntimeWarning, stacklevel=3)
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+    return fingerprint(paths, {"version": CACHE_FORMAT_VERSION, "image_size": image_size})
 
 
 def _redownload(path: Path) -> str:
@@ -295,6 +166,7 @@ def _index_archive(zf: zipfile.ZipFile, path: Path) -> list[list[str]]:
     groups: dict[str, list[str]] = defaultdict(list)
     for info in zf.infolist():
         name = info.filename
+        check_member_name(name, path)
         if info.is_dir() or not name.lower().endswith(".png"):
             continue
         parts = name.split("/")
@@ -333,7 +205,7 @@ def _decode_png(zf: zipfile.ZipFile, name: str, path: Path, image_size: int) -> 
         if gray.size != (image_size, image_size):
             gray = gray.resize((image_size, image_size), Image.Resampling.LANCZOS)
         pixels = np.asarray(gray, dtype=np.uint8)
-    except _CORRUPT_ERRORS as e:
+    except CORRUPT_ERRORS as e:
         raise DataError(f"{path.name}: member {name} is corrupt ({type(e).__name__}: {e}); "
                         f"{_redownload(path)}") from e
     # The PNGs draw dark strokes on white; models expect a zero background.
@@ -343,7 +215,7 @@ def _decode_png(zf: zipfile.ZipFile, name: str, path: Path, image_size: int) -> 
 def _open_archive(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
-    except _CORRUPT_ERRORS as e:
+    except CORRUPT_ERRORS as e:
         raise DataError(f"{path} is not a readable zip archive ({type(e).__name__}: {e}); it is "
                         f"probably truncated or not the real file; {_redownload(path)}") from e
 
@@ -366,7 +238,7 @@ def _decode_archives(paths: list[Path], image_size: int, progress: bool) -> np.n
                 characters = _index_archive(zf, path)
             except DataError:
                 raise
-            except _CORRUPT_ERRORS as e:
+            except CORRUPT_ERRORS as e:
                 raise DataError(f"{path} has an unreadable directory ({type(e).__name__}: {e}); "
                                 f"{_redownload(path)}") from e
             indexed.append((zf, path, characters))
