@@ -1,0 +1,5 @@
+"""Representation analysis: similarity metrics and the feature-reuse studies."""
+from metajax.analysis.similarity import (cca, cca_coefficients, linear_cka, pwcca, rbf_cka, rsa,
+                                         svcca)
+
+__all__ = ["cca", "cca_coefficients", "linear_cka", "pwcca", "rbf_cka", "rsa", "svcca"]

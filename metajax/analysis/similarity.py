@@ -1,0 +1,539 @@
+"""Representation similarity as jitted linear algebra: CCA, SVCCA, PWCCA, CKA and RSA.
+
+Every metric compares two activation matrices of the same examples, ``x`` of shape
+``(n_examples, p1)`` and ``y`` of shape ``(n_examples, p2)``, and returns a scalar (or, for
+:func:`cca_coefficients`, a vector). Inputs are centred inside (each column minus its mean), so
+callers pass raw activations. All metrics are pure ``jax.numpy`` and can be ``jax.jit``-ed and
+``jax.vmap``-ed (options that change the computation, ``debiased`` and ``metric``, must then be
+static); they compute in float32, or float64 when given float64 inputs with x64 enabled.
+
+Ill-posed inputs
+----------------
+Shape problems (not 2-D, different numbers of examples, ``p >= n`` for the CCA family, too few
+examples for a debiased estimator) raise ``ValueError`` at call or trace time.
+
+Value problems (a rank-deficient input to CCA/PWCCA, a constant representation, a degenerate
+RBF bandwidth or a constant RDM) cannot be raised on under ``jit``, where values are unknown.
+Each metric therefore computes a "well-posed" flag next to its value:
+
+* called on concrete arrays (the usual, eager call; the numerical core is jitted either way),
+  a false flag raises ``ValueError`` naming the problem and the fix;
+* called inside ``jit``/``vmap``, a false flag raises the same ``ValueError`` from a host
+  callback when the computation runs (it surfaces as a ``JaxRuntimeError`` carrying the
+  message), so no ill-posed input ever yields a silent NaN or a meaningless number.
+
+``cca_coefficients``, ``cca`` and ``pwcca`` take ``epsilon``, a ridge regulariser that makes
+rank-deficient inputs well-posed (see :func:`cca_coefficients`); ``svcca`` needs none because it
+keeps only directions that carry variance.
+
+References: Hotelling (1936) CCA; Raghu et al. (2017) SVCCA; Morcos et al. (2018) PWCCA and its
+reference implementation google/svcca ``pwcca.py``; Kornblith et al. (2019) CKA and their
+notebook; Kriegeskorte et al. (2008) RSA, as used by Goerttler & Obermayer for MAML.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["cca", "cca_coefficients", "linear_cka", "pwcca", "rbf_cka", "rsa", "svcca"]
+
+RSA_METRICS = ("euclidean", "correlation")
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _prepare(x, y, name: str, *, min_examples: int = 2, cca_family: bool = False):
+    """Static checks; returns ``x, y`` as arrays of a common floating dtype (>= float32)."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if x.ndim != 2 or y.ndim != 2:
+        raise ValueError(f"{name}: x and y must be 2-D (n_examples, n_features), got shapes "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}; flatten or reshape activations "
+                         "first (e.g. x.reshape(x.shape[0], -1))")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name}: x and y must hold the same examples (rows), got "
+                         f"{x.shape[0]} and {y.shape[0]} rows")
+    n = x.shape[0]
+    if n < min_examples:
+        raise ValueError(f"{name}: needs at least {min_examples} examples, got {n}")
+    if x.shape[1] == 0 or y.shape[1] == 0:
+        raise ValueError(f"{name}: x and y need at least one feature, got shapes "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if cca_family and max(x.shape[1], y.shape[1]) >= n:
+        raise ValueError(
+            f"{name}: CCA needs fewer features than examples (p < n), got p1={x.shape[1]}, "
+            f"p2={y.shape[1]}, n={n}: with p >= n every centred representation spans the whole "
+            "sample space and all canonical correlations are 1. Use more examples (for conv "
+            "layers, treat spatial positions as examples: (n*h*w, channels)) or a CKA/RSA metric")
+    for name_, a in (("x", x), ("y", y)):
+        if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)
+                or a.dtype == jnp.bool_):
+            raise ValueError(f"{name}: {name_} must be real-valued, got dtype {a.dtype}")
+    dtype = jnp.promote_types(jnp.result_type(x, y), jnp.float32)
+    return x.astype(dtype), y.astype(dtype)
+
+
+def _raise_unless(ok, message: str) -> None:
+    if not np.all(np.asarray(ok)):
+        raise ValueError(message)
+
+
+def _require(ok, message: str) -> None:
+    """Raises ``ValueError(message)`` where ``ok`` is false: now if concrete, at run time if traced."""
+    if isinstance(ok, jax.core.Tracer):
+        jax.debug.callback(functools.partial(_raise_unless, message=message), ok)
+    else:
+        _raise_unless(ok, message)
+
+
+def _centre(x):
+    return x - jnp.mean(x, axis=0, keepdims=True)
+
+
+def _not_constant(x, xc):
+    """True when centring leaves more than rounding noise: ||x_c|| > n eps ||x||."""
+    eps = jnp.finfo(x.dtype).eps
+    return jnp.linalg.norm(xc) > x.shape[0] * eps * jnp.linalg.norm(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# The CCA family
+
+
+def _basis(x, epsilon):
+    """SVD of the centred ``x`` and the per-direction factors of (regularised) whitening.
+
+    With ``x_c = U diag(s) V^T``, the whitened data ``x_c (Sigma + lam I)^{-1/2}`` equal (up to
+    the rotation ``V^T`` and a constant) ``U diag(f)`` with ``f = s / sqrt(s^2 + lam)``,
+    ``lam = epsilon * mean(s^2)``. Directions with ``s <= max(n, p) * eps * s_max`` are numerical
+    zeros and get ``f = 0`` (as a pseudo-inverse would).
+
+    Returns:
+      ``(u, s, vt, f, full_rank, varies)``: ``varies`` is False for a constant input.
+    """
+    xc = _centre(x)
+    u, s, vt = jnp.linalg.svd(xc, full_matrices=False)
+    n, p = x.shape
+    tol = max(n, p) * jnp.finfo(x.dtype).eps * s[0]
+    nonzero = s > tol
+    lam = epsilon * jnp.sum(s ** 2) / p
+    f = jnp.where(nonzero, s / jnp.sqrt(jnp.where(nonzero, s ** 2 + lam, 1.0)), 0.0)
+    return u, s, vt, f, jnp.all(nonzero), _not_constant(x, xc)
+
+
+def _rank_message(name: str) -> str:
+    return (f"{name}: an input is constant, or rank-deficient after centring (a constant column, "
+            "or columns that are linear combinations of others), so its canonical correlations "
+            f"are not defined. Pass epsilon > 0 (e.g. {name}(x, y, epsilon=1e-6)) to regularise, drop "
+            "the redundant columns, or use svcca, which keeps only directions with variance")
+
+
+def _well_posed(basis_x, basis_y, epsilon):
+    """Both inputs vary, and both have full rank unless regularised."""
+    *_, full_x, varies_x = basis_x
+    *_, full_y, varies_y = basis_y
+    return varies_x & varies_y & ((full_x & full_y) | (epsilon > 0))
+
+
+@jax.jit
+def _cca_core(x, y, epsilon):
+    bx, by = _basis(x, epsilon), _basis(y, epsilon)
+    (ux, _, _, fx, *_), (uy, _, _, fy, *_) = bx, by
+    rho = jnp.linalg.svd((ux * fx).T @ (uy * fy), compute_uv=False)
+    return jnp.clip(rho, 0.0, 1.0), _well_posed(bx, by, epsilon)
+
+
+def cca_coefficients(x, y, *, epsilon: float = 0.0) -> jax.Array:
+    """The canonical correlations of ``x`` and ``y``, in descending order.
+
+    With centred ``x_c``, ``y_c`` and covariances ``S_xx``, ``S_xy``, ``S_yy``, the canonical
+    correlations are the singular values of ``S_xx^{-1/2} S_xy S_yy^{-1/2}``. They are computed
+    stably without forming covariances: if ``x_c = U_x D_x V_x^T`` (thin SVD), the
+    ``rho_i = sigma_i(U_x^T U_y)``, i.e. the cosines of the principal angles between the column
+    spaces of ``x_c`` and ``y_c``. Invariant to invertible linear maps of either input.
+
+    ``epsilon > 0`` regularises: ``S_xx + lam_x I`` with ``lam_x = epsilon * trace(S_xx) / p1``
+    (likewise for y), which shrinks each direction by ``s / sqrt(s^2 + lam)`` and gives
+    directions without variance a correlation of 0. Relative to the mean variance, so isotropic
+    scaling still leaves the result unchanged.
+
+    Args:
+      x: ``(n, p1)`` activations; ``p1 < n``.
+      y: ``(n, p2)`` activations of the same examples; ``p2 < n``.
+      epsilon: ridge regulariser (0: plain CCA; inputs must then have full column rank after
+        centring).
+
+    Returns:
+      ``(min(p1, p2),)`` canonical correlations in [0, 1], descending.
+
+    Raises:
+      ValueError: shapes as described above; a rank-deficient input with ``epsilon == 0``
+        (see the module docstring for how this is reported under ``jit``).
+    """
+    x, y = _prepare(x, y, "cca_coefficients", cca_family=True)
+    rho, ok = _cca_core(x, y, jnp.asarray(epsilon, x.dtype))
+    _require(ok, _rank_message("cca_coefficients"))
+    return rho
+
+
+def cca(x, y, *, epsilon: float = 0.0) -> jax.Array:
+    """Mean CCA similarity: ``mean_i rho_i`` over the ``min(p1, p2)`` canonical correlations.
+
+    1 when one representation is an invertible linear map of the other; see
+    :func:`cca_coefficients` for the definition, arguments and errors.
+    """
+    x, y = _prepare(x, y, "cca", cca_family=True)
+    rho, ok = _cca_core(x, y, jnp.asarray(epsilon, x.dtype))
+    _require(ok, _rank_message("cca"))
+    return jnp.mean(rho)
+
+
+def _kept_directions(s, keep):
+    """Smallest k with sum_{i<k} s_i^2 >= keep * sum_i s_i^2 (at least 1, at most p)."""
+    energy = jnp.cumsum(s ** 2)
+    k = 1 + jnp.sum(energy < keep * energy[-1])
+    return jnp.minimum(k, s.shape[0])
+
+
+@jax.jit
+def _svcca_core(x, y, keep):
+    parts = []
+    ok = jnp.asarray(True)
+    for a in (x, y):
+        u, s, _, f, _, varies = _basis(a, 0.0)
+        k = _kept_directions(s, keep)
+        kept = jnp.arange(s.shape[0]) < k
+        # The kept directions must carry variance; null ones would give arbitrary correlations.
+        ok = ok & jnp.all(jnp.where(kept, f > 0, True)) & varies
+        parts.append((u * kept, k))
+    (ux, kx), (uy, ky) = parts
+    rho = jnp.clip(jnp.linalg.svd(ux.T @ uy, compute_uv=False), 0.0, 1.0)
+    m = jnp.minimum(kx, ky)
+    mean = jnp.sum(jnp.where(jnp.arange(rho.shape[0]) < m, rho, 0.0)) / m
+    return mean, ok
+
+
+def svcca(x, y, *, keep: float = 0.99) -> jax.Array:
+    """SVCCA similarity (Raghu et al. 2017): CCA on each input's top singular directions.
+
+    For each centred input ``a_c = U diag(s) V^T``, keep the smallest number ``k`` of singular
+    directions with ``sum_{i<k} s_i^2 >= keep * sum_i s_i^2`` (``keep`` of the variance), i.e.
+    the reduced representation ``U_k diag(s_k)``. The result is the mean of the
+    ``min(k_x, k_y)`` canonical correlations of the two reduced representations,
+    ``mean_i sigma_i(U_{x,k_x}^T U_{y,k_y})``. The ``k`` are data-dependent, so they are applied as
+    masks: shapes stay static and the function jits.
+
+    Args:
+      x: ``(n, p1)`` activations; ``p1 < n``.
+      y: ``(n, p2)`` activations of the same examples; ``p2 < n``.
+      keep: fraction of variance kept per input, in (0, 1].
+
+    Returns:
+      A scalar in [0, 1].
+
+    Raises:
+      ValueError: shapes as :func:`cca_coefficients`; ``keep`` outside (0, 1]; a constant input,
+        or ``keep`` so close to 1 that directions without variance would be kept.
+    """
+    x, y = _prepare(x, y, "svcca", cca_family=True)
+    if not isinstance(keep, jax.core.Tracer) and not 0.0 < float(keep) <= 1.0:
+        raise ValueError(f"svcca: keep must be in (0, 1] (the fraction of variance kept), got {keep}")
+    value, ok = _svcca_core(x, y, jnp.asarray(keep, x.dtype))
+    _require(ok, "svcca: an input is constant, or keep is so close to 1 that singular directions "
+                 "without variance would be kept; lower keep (e.g. 0.99)")
+    return value
+
+
+@jax.jit
+def _pwcca_core(x, y, epsilon):
+    bx, by = _basis(x, epsilon), _basis(y, epsilon)
+    (ux, sx, vtx, fx, *_), (uy, _, _, fy, *_) = bx, by
+    # Left singular vectors of A are the canonical directions of x in the frame of V_x.
+    ua, rho, _ = jnp.linalg.svd((ux * fx).T @ (uy * fy), full_matrices=False)
+    rho = jnp.clip(rho, 0.0, 1.0)
+    # The reference's directions are x_c U' = U_x diag(s) U_a (U' = V_x U_a), orthonormalised by
+    # QR; since U_x has orthonormal columns, QR(U_x B) = U_x QR(B) with the small B = diag(s) U_a.
+    q, _ = jnp.linalg.qr(sx[:, None] * ua)
+    # Weight of direction j: sum over neurons k of |<U_x q_j, x_c[:, k]>|, and
+    # (U_x q)^T x_c = q^T diag(s) V_x^T: a p1 x p1 product.
+    weights = jnp.sum(jnp.abs(q.T @ (sx[:, None] * vtx)), axis=1)
+    value = jnp.sum(weights * rho) / jnp.sum(weights)
+    return value, _well_posed(bx, by, epsilon)
+
+
+def pwcca(x, y, *, epsilon: float = 0.0) -> jax.Array:
+    """Projection-weighted CCA (Morcos et al. 2018), as google/svcca's ``pwcca.py`` defines it.
+
+    On centred inputs, let ``M = S_xx^{-1/2} S_xy S_yy^{-1/2} = U' diag(rho) W^T`` (with the
+    symmetric inverse square roots). The reference takes the canonical directions of the input
+    with fewer neurons, say x, as ``h = x_c U'`` (the rotated activations, one column per
+    direction), orthonormalises them, ``Q R = h``, and weights direction ``j`` by how much of the
+    neurons it accounts for: ``alpha_j = sum_k |<q_j, x_c[:, k]>|``. The result is
+    ``sum_j alpha_j rho_j / sum_j alpha_j``.
+
+    The reference crashes when ``p1 > p2`` (its ``else`` branch indexes ``acts1`` with the
+    mask of ``acts2``); what it means to compute there is the same weighting on the y side,
+    which is what this function does. So ``pwcca(x, y) == pwcca(y, x)`` when ``p1 != p2``; for
+    ``p1 == p2`` the x side is weighted, as in the reference, and the metric is not symmetric.
+
+    Args:
+      x: ``(n, p1)`` activations; ``p1 < n``.
+      y: ``(n, p2)`` activations of the same examples; ``p2 < n``.
+      epsilon: ridge regulariser, as in :func:`cca_coefficients`.
+
+    Returns:
+      A scalar in [0, 1].
+
+    Raises:
+      ValueError: as :func:`cca_coefficients`.
+    """
+    x, y = _prepare(x, y, "pwcca", cca_family=True)
+    if x.shape[1] > y.shape[1]:
+        x, y = y, x
+    value, ok = _pwcca_core(x, y, jnp.asarray(epsilon, x.dtype))
+    _require(ok, _rank_message("pwcca"))
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# CKA
+
+
+def _hsic_terms(x, y):
+    """For centred x, y: ``||x^T y||_F^2``, the row norms^2 ``d_x``, ``d_y``.
+
+    ``||x^T y||_F^2 = <x x^T, y y^T>``: computed in feature space (p1 x p2 product) when that is
+    smaller than the n x n Gram matrices.
+    """
+    n, p1 = x.shape
+    p2 = y.shape[1]
+    if p1 * p2 <= n * n:
+        cross = jnp.sum((x.T @ y) ** 2)
+    else:
+        cross = jnp.sum((x @ x.T) * (y @ y.T))
+    return cross, jnp.sum(x * x, axis=1), jnp.sum(y * y, axis=1)
+
+
+def _linear_hsic(x, y, debiased: bool):
+    """``n^2 HSIC`` (biased) or ``n (n - 3) HSIC_u`` (debiased) of the linear kernels, x, y centred.
+
+    The unbiased estimator (Song et al. 2012) with K~ = K with zero diagonal,
+        n (n-3) HSIC_u = tr(K~ L~) + (1^T K~ 1)(1^T L~ 1) / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1,
+    reduces for centred features (K 1 = 0) to
+        ||x^T y||^2 - n/(n-2) d_x . d_y + ||x||^2 ||y||^2 / ((n-1)(n-2)).
+    """
+    cross, dx, dy = _hsic_terms(x, y)
+    if not debiased:
+        return cross
+    n = x.shape[0]
+    return cross - n / (n - 2) * jnp.dot(dx, dy) + jnp.sum(dx) * jnp.sum(dy) / ((n - 1) * (n - 2))
+
+
+@functools.partial(jax.jit, static_argnames="debiased")
+def _linear_cka_core(x, y, debiased: bool):
+    xc, yc = _centre(x), _centre(y)
+    hxy = _linear_hsic(xc, yc, debiased)
+    hxx = _linear_hsic(xc, xc, debiased)
+    hyy = _linear_hsic(yc, yc, debiased)
+    ok = _not_constant(x, xc) & _not_constant(y, yc) & (hxx > 0) & (hyy > 0)
+    return hxy / jnp.sqrt(jnp.where(ok, hxx * hyy, 1.0)), ok
+
+
+def _cka_message(name: str) -> str:
+    return (f"{name}: an input is constant across examples (after centring it is zero up to "
+            "rounding), or its debiased self-similarity is not positive; CKA is undefined there")
+
+
+def linear_cka(x, y, *, debiased: bool = False) -> jax.Array:
+    """Linear CKA (Kornblith et al. 2019).
+
+    With centred ``x``, ``y`` and linear kernels ``K = x x^T``, ``L = y y^T``,
+
+        CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)),  HSIC(K, L) = ||y^T x||_F^2 / (n-1)^2,
+
+    which is 1 for identical inputs and invariant to orthogonal transforms and isotropic scaling
+    of either input (not to general invertible maps). ``debiased=True`` replaces HSIC by its
+    unbiased estimator (Song et al. 2012), as Kornblith et al.'s notebook does; the value may
+    then be negative. The feature-space form is used when ``p1 p2 <= n^2``, the Gram form
+    otherwise, so wide conv activations cost ``O(n^2 p)``.
+
+    Args:
+      x: ``(n, p1)`` activations.
+      y: ``(n, p2)`` activations of the same examples.
+      debiased: use the unbiased HSIC estimator (needs n >= 4; static under ``jit``).
+
+    Returns:
+      A scalar; in [0, 1] unless ``debiased``.
+
+    Raises:
+      ValueError: bad shapes; a constant input.
+    """
+    x, y = _prepare(x, y, "linear_cka", min_examples=4 if debiased else 2)
+    value, ok = _linear_cka_core(x, y, bool(debiased))
+    _require(ok, _cka_message("linear_cka"))
+    return value
+
+
+def _squared_distances(x):
+    """Pairwise squared Euclidean distances between rows, ``|a|^2 + |b|^2 - 2 a.b``.
+
+    The rows are first translated by the first example, which puts the origin inside the data
+    (less cancellation than raw coordinates) and, unlike the mean, keeps integer-valued data
+    exact, so tied distances stay tied. The norms are read off the Gram diagonal, so
+    ``d_ii = 0`` exactly and duplicate examples get identical rows.
+    """
+    x = x - x[:1]
+    gram = x @ x.T
+    sq = jnp.diagonal(gram)
+    return jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
+
+
+def _centre_gram(k, debiased: bool):
+    """``H K H`` (biased), or the U-statistic centring of Szekely & Rizzo (2014) (debiased).
+
+    Debiased: with ``K~`` = K with zero diagonal and column sums ``c``, subtract
+    ``m_i = c_i / (n-2) - sum(c) / (2 (n-1)(n-2))`` from row i and column i, then zero the
+    diagonal; then ``<K~c, L~c> = n (n-3) HSIC_u(K, L)``.
+    """
+    n = k.shape[0]
+    if not debiased:
+        means = jnp.mean(k, axis=0)
+        means = means - jnp.mean(means) / 2
+        return k - means[:, None] - means[None, :]
+    k = k * (1.0 - jnp.eye(n, dtype=k.dtype))
+    means = jnp.sum(k, axis=0) / (n - 2)
+    means = means - jnp.sum(means) / (2 * (n - 1))
+    k = k - means[:, None] - means[None, :]
+    return k * (1.0 - jnp.eye(n, dtype=k.dtype))
+
+
+def _rbf_gram(x, threshold):
+    d2 = _squared_distances(x)
+    median = jnp.median(d2)
+    ok = median > 0
+    return jnp.exp(-d2 / (2.0 * threshold ** 2 * jnp.where(ok, median, 1.0))), ok
+
+
+@functools.partial(jax.jit, static_argnames="debiased")
+def _rbf_cka_core(x, y, threshold, debiased: bool):
+    kx, ok_x = _rbf_gram(x, threshold)
+    ky, ok_y = _rbf_gram(y, threshold)
+    kx, ky = _centre_gram(kx, debiased), _centre_gram(ky, debiased)
+    nx, ny = jnp.linalg.norm(kx), jnp.linalg.norm(ky)
+    ok = ok_x & ok_y & (nx > 0) & (ny > 0)
+    return jnp.sum(kx * ky) / jnp.where(ok, nx * ny, 1.0), ok
+
+
+def rbf_cka(x, y, *, threshold: float = 1.0, debiased: bool = False) -> jax.Array:
+    """CKA with RBF kernels (Kornblith et al. 2019), bandwidth set by the median distance.
+
+    ``K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))`` with ``sigma = threshold * sqrt(median of all
+    n*n squared distances)`` (diagonal zeros included, as in the reference notebook); likewise
+    ``L`` for y. Then ``CKA = <K_c, L_c> / (||K_c||_F ||L_c||_F)`` with ``K_c = H K H``
+    (``H = I - 11^T/n``), or the unbiased centring with ``debiased=True``.
+
+    Args:
+      x: ``(n, p1)`` activations.
+      y: ``(n, p2)`` activations of the same examples.
+      threshold: bandwidth as a fraction of the median distance.
+      debiased: use the unbiased HSIC estimator (needs n >= 4; static under ``jit``).
+
+    Returns:
+      A scalar; in [0, 1] unless ``debiased``.
+
+    Raises:
+      ValueError: bad shapes; more than half of the pairwise distances are zero (the median
+        bandwidth is 0), or a kernel is constant after centring.
+    """
+    x, y = _prepare(x, y, "rbf_cka", min_examples=4 if debiased else 2)
+    value, ok = _rbf_cka_core(x, y, jnp.asarray(threshold, x.dtype), bool(debiased))
+    _require(ok, "rbf_cka: the median squared distance between examples is 0 (most examples are "
+                 "identical), or a centred kernel matrix is zero; the RBF bandwidth is undefined")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# RSA
+
+
+def _average_ranks(v):
+    """1-based ranks of ``v`` with ties given their average rank (as scipy's ``rankdata``)."""
+    m = v.shape[0]
+    order = jnp.argsort(v)
+    s = v[order]
+    idx = jnp.arange(m)
+    differs = s[1:] != s[:-1]
+    starts = jax.lax.cummax(jnp.where(jnp.concatenate([jnp.array([True]), differs]), idx, 0))
+    ends = jax.lax.cummin(jnp.where(jnp.concatenate([differs, jnp.array([True])]), idx, m - 1),
+                          reverse=True)
+    ranks_sorted = (starts + ends).astype(v.dtype) / 2 + 1
+    return jnp.zeros_like(v).at[order].set(ranks_sorted)
+
+
+def _rdm(x, metric: str):
+    """Upper triangle (i < j, row-major) of the representational dissimilarity matrix.
+
+    ``euclidean``: squared distances ``||x_i - x_j||^2``; RSA only uses their ranks, which the
+    square root does not change. ``correlation``: ``1 - pearson(x_i, x_j)`` across features.
+    """
+    n = x.shape[0]
+    if metric == "euclidean":
+        d, ok = _squared_distances(x), jnp.asarray(True)
+    else:
+        rows = x - jnp.mean(x, axis=1, keepdims=True)
+        norms = jnp.linalg.norm(rows, axis=1)
+        scale = jnp.linalg.norm(x, axis=1)
+        ok = jnp.all(norms > x.shape[1] * jnp.finfo(x.dtype).eps * scale)
+        z = rows / jnp.where(norms > 0, norms, 1.0)[:, None]
+        d = 1.0 - z @ z.T
+    i, j = np.triu_indices(n, k=1)
+    return d[i, j], ok
+
+
+@functools.partial(jax.jit, static_argnames="metric")
+def _rsa_core(x, y, metric: str):
+    dx, ok_x = _rdm(x, metric)
+    dy, ok_y = _rdm(y, metric)
+    rx, ry = _average_ranks(dx), _average_ranks(dy)
+    rx, ry = rx - jnp.mean(rx), ry - jnp.mean(ry)
+    nx, ny = jnp.linalg.norm(rx), jnp.linalg.norm(ry)
+    ok = ok_x & ok_y & (nx > 0) & (ny > 0)
+    rho = jnp.dot(rx, ry) / jnp.where(ok, nx * ny, 1.0)
+    # Rounding can put rho a few ulps outside [-1, 1].
+    return jnp.clip(1.0 - rho, 0.0, 2.0), ok
+
+
+def rsa(x, y, *, metric: str = "euclidean") -> jax.Array:
+    """RSA dissimilarity (Kriegeskorte et al. 2008; Goerttler & Obermayer): 1 - Spearman(RDMs).
+
+    Each representation gets a representational dissimilarity matrix over its examples,
+    ``D_ij = ||x_i - x_j||`` (``metric="euclidean"``) or ``1 - pearson(x_i, x_j)``
+    (``"correlation"``, across features). The result is ``1 - spearman(triu(D^x), triu(D^y))``
+    over the ``n (n-1) / 2`` pairs ``i < j``, where Spearman's rho is the Pearson correlation of
+    the average ranks (ties share their mean rank). 0 for identical inputs, in [0, 2].
+    Euclidean RSA is invariant to orthogonal transforms, translations and scaling of either input.
+
+    Args:
+      x: ``(n, p1)`` activations, n >= 3.
+      y: ``(n, p2)`` activations of the same examples.
+      metric: ``"euclidean"`` or ``"correlation"`` (static under ``jit``).
+
+    Returns:
+      A scalar in [0, 2].
+
+    Raises:
+      ValueError: bad shapes or metric; an RDM whose entries are all equal (Spearman undefined);
+        with ``"correlation"``, an example whose features are all equal.
+    """
+    if metric not in RSA_METRICS:
+        raise ValueError(f"rsa: unknown metric {metric!r}; use one of {', '.join(RSA_METRICS)}")
+    x, y = _prepare(x, y, "rsa", min_examples=3)
+    value, ok = _rsa_core(x, y, metric)
+    _require(ok, f"rsa: an RDM ({metric}) has all entries equal, so its ranks carry no "
+                 "information (e.g. all examples identical), or with metric='correlation' an "
+                 "example has constant features (its Pearson correlation is undefined)")
+    return value
