@@ -10,6 +10,7 @@ import dataclasses
 import json
 import sys
 
+from metajax.cli_data import add_benchmark_flags, add_data_command, run_benchmark, run_data_command
 from metajax.configs import CONFIGS, get_named_config
 from metajax.training.config import Config
 
@@ -57,10 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="selects the test tasks")
     ev.add_argument("--batch", type=int, default=None, help="tasks per compiled call")
     ev.add_argument("--data-dir", default=None, help="override the run's data directory")
-    ev.add_argument("--head", default="learned", choices=("learned", "nil"),
-                    help="nil: no head and no inner loop; cosine-similarity votes of support labels")
+    ev.add_argument("--head", default="learned", choices=("learned", "nil", "zero"),
+                    help="nil: no head and no inner loop; cosine-similarity votes of support "
+                         "labels; zero (--benchmark only): a zero-initialised head, adapted")
     ev.add_argument("--freeze", default="",
                     help="comma-separated body layers not adapted at test time, e.g. 1,2,3,4")
+    add_benchmark_flags(ev)
+    add_data_command(sub)
     return parser
 
 
@@ -100,6 +104,10 @@ def main(argv=None) -> int:
                                progress=not args.no_progress)
             print(f"done: {cfg.steps} steps; evaluate with `metajax eval {args.workdir}`",
                   file=sys.stderr)
+        elif args.command == "data":
+            print(json.dumps(run_data_command(args), indent=2))
+        elif args.command == "eval" and args.benchmark:
+            print(json.dumps(run_benchmark(args)))
         elif args.command == "eval":
             result = evaluate_run(args.workdir, tasks=args.tasks, inner_steps=args.inner_steps,
                                   split=args.split, seed=args.seed, batch=args.batch,

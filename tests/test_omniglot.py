@@ -259,7 +259,7 @@ def test_member_with_bad_crc(tmp_path):
     path.write_bytes(bytes(raw))
     with zipfile.ZipFile(path) as zf:
         with pytest.raises(DataError, match="images_evaluation.zip.*corrupt.*re-download"):
-            omniglot_mod._decode_png(zf, zf.namelist()[0], path, 28)
+            omniglot_mod.decode_drawing(zf, zf.namelist()[0], path, 28)
 
 
 def test_member_that_is_not_an_image(tmp_path):
@@ -269,8 +269,8 @@ def test_member_that_is_not_an_image(tmp_path):
         zf.writestr("images_background/A/character01/0001_02.png", _png_bytes())
     with zipfile.ZipFile(path) as zf:
         with pytest.raises(DataError, match="0001_01.png is corrupt"):
-            omniglot_mod._decode_png(zf, "images_background/A/character01/0001_01.png", path, 28)
-        good = omniglot_mod._decode_png(zf, "images_background/A/character01/0001_02.png", path, 28)
+            omniglot_mod.decode_drawing(zf, "images_background/A/character01/0001_01.png", path, 28)
+        good = omniglot_mod.decode_drawing(zf, "images_background/A/character01/0001_02.png", path, 28)
     assert good.shape == (28, 28) and good.dtype == np.uint8
     # A black blot on white in the file becomes a bright blot on black.
     assert good[14, 14] == 255 and good[0, 0] == 0

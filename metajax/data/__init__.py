@@ -1,24 +1,33 @@
 """Datasets and few-shot episode sampling."""
+from metajax.data.archives import safe_extract
+from metajax.data.cifar import load_cifar_fs, load_fc100
 from metajax.data.episodes import Episode, check_episode_spec, sample_episode
 from metajax.data.errors import DataError
-from metajax.data.omniglot import (
-    OmniglotSplits,
-    default_cache_dir,
-    load_omniglot,
-    omniglot_split_indices,
-    resolve_data_dir,
-)
+from metajax.data.files import FewShotSplits, default_cache_dir, resolve_data_dir
+from metajax.data.miniimagenet import load_miniimagenet
+from metajax.data.omniglot import OmniglotSplits, load_omniglot, omniglot_split_indices
+from metajax.data.omniglot_runs import OmniglotRuns, load_omniglot_runs
 from metajax.data.sinusoid import sample_sinusoid_task
+from metajax.data.sources import IMAGE_DATASETS, load_splits
 
 __all__ = [
     "DataError",
     "Episode",
+    "FewShotSplits",
+    "IMAGE_DATASETS",
+    "OmniglotRuns",
     "OmniglotSplits",
     "check_episode_spec",
     "default_cache_dir",
+    "load_cifar_fs",
+    "load_fc100",
+    "load_miniimagenet",
     "load_omniglot",
+    "load_omniglot_runs",
+    "load_splits",
     "omniglot_split_indices",
     "resolve_data_dir",
+    "safe_extract",
     "sample_episode",
     "sample_sinusoid_task",
 ]

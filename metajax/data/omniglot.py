@@ -134,6 +134,20 @@ def load_omniglot(
         images = _decode_archives(paths, image_size, progress)
         write_array_cache(cache_path, {"images": images}, CACHE_FORMAT_VERSION, "Omniglot")
 
+    return split_characters(images, rotations)
+
+
+def split_characters(images: np.ndarray, rotations: bool = True) -> OmniglotSplits:
+    """Splits all 1623 characters' drawings into the train/val/test classes.
+
+    Args:
+      images: uint8 ``(1623, 20, S, S)``, characters sorted by (archive, alphabet, character),
+        background archive first.
+      rotations: as in :func:`load_omniglot`.
+
+    Returns:
+      ``OmniglotSplits`` as returned by :func:`load_omniglot`.
+    """
     return OmniglotSplits(*(_make_classes(images[idx], rotations)
                             for idx in omniglot_split_indices()))
 
@@ -156,13 +170,31 @@ def _redownload(path: Path) -> str:
     return f"re-download {path.name} from {DOWNLOAD_URL} into {path.parent}"
 
 
-def _index_archive(zf: zipfile.ZipFile, path: Path) -> list[list[str]]:
+def index_archive(zf: zipfile.ZipFile, path: Path) -> list[list[str]]:
     """Groups the PNG members by character folder and checks the official counts.
+
+    Args:
+      zf: the open archive (see :func:`open_archive`).
+      path: its path; its name selects the expected counts.
 
     Returns:
       One sorted list of member names per character, characters sorted by folder path (so by
       alphabet, then character).
+
+    Raises:
+      DataError: unsafe member names, members outside ``<alphabet>/<character>/``, or counts
+        other than the official archive's.
     """
+    try:
+        return _index_members(zf, path)
+    except DataError:
+        raise
+    except CORRUPT_ERRORS as e:
+        raise DataError(f"{path} has an unreadable directory ({type(e).__name__}: {e}); "
+                        f"{_redownload(path)}") from e
+
+
+def _index_members(zf: zipfile.ZipFile, path: Path) -> list[list[str]]:
     groups: dict[str, list[str]] = defaultdict(list)
     for info in zf.infolist():
         name = info.filename
@@ -195,24 +227,44 @@ def _index_archive(zf: zipfile.ZipFile, path: Path) -> list[list[str]]:
     return [sorted(groups[folder]) for folder in sorted(groups)]
 
 
-def _decode_png(zf: zipfile.ZipFile, name: str, path: Path, image_size: int) -> np.ndarray:
-    """Decodes one drawing to (image_size, image_size) uint8 with bright strokes."""
+def decode_drawing(zf: zipfile.ZipFile, name: str, path: Path, image_size: int,
+                   fix: str | None = None) -> np.ndarray:
+    """Decodes one drawing of an Omniglot archive the way all metajax Omniglot images are.
+
+    Args:
+      zf: the open archive.
+      name: the member (a PNG).
+      path: the archive's path, for messages.
+      image_size: output side; the 105x105 drawings are resized with Lanczos.
+      fix: how to fix a corrupt member, for the message (default: re-download the archive).
+
+    Returns:
+      uint8 ``(image_size, image_size)`` with bright (255) strokes on a dark (0) background.
+
+    Raises:
+      DataError: the member is corrupt (CRC mismatch) or not an image.
+    """
     try:
         # zf.read verifies the member's CRC, so a flipped byte surfaces here as BadZipFile.
         data = zf.read(name)
         with Image.open(io.BytesIO(data)) as img:
-            gray = img.convert("L")
-        if gray.size != (image_size, image_size):
-            gray = gray.resize((image_size, image_size), Image.Resampling.LANCZOS)
-        pixels = np.asarray(gray, dtype=np.uint8)
+            return preprocess_drawing(img, image_size)
     except CORRUPT_ERRORS as e:
         raise DataError(f"{path.name}: member {name} is corrupt ({type(e).__name__}: {e}); "
-                        f"{_redownload(path)}") from e
-    # The PNGs draw dark strokes on white; models expect a zero background.
-    return 255 - pixels
+                        f"{fix or _redownload(path)}") from e
 
 
-def _open_archive(path: Path) -> zipfile.ZipFile:
+def preprocess_drawing(img: Image.Image, image_size: int) -> np.ndarray:
+    """A drawing (dark strokes on white, any mode) -> uint8 ``(S, S)``, bright strokes on 0."""
+    gray = img.convert("L")
+    if gray.size != (image_size, image_size):
+        gray = gray.resize((image_size, image_size), Image.Resampling.LANCZOS)
+    # The drawings are dark strokes on white; models expect a zero background.
+    return 255 - np.asarray(gray, dtype=np.uint8)
+
+
+def open_archive(path: Path) -> zipfile.ZipFile:
+    """Opens an Omniglot zip, or raises DataError saying it is truncated or not a zip."""
     try:
         return zipfile.ZipFile(path)
     except CORRUPT_ERRORS as e:
@@ -232,16 +284,9 @@ def _decode_archives(paths: list[Path], image_size: int, progress: bool) -> np.n
         # fails in milliseconds instead of after decoding the first.
         indexed = []
         for path in paths:
-            zf = _open_archive(path)
+            zf = open_archive(path)
             opened.append(zf)
-            try:
-                characters = _index_archive(zf, path)
-            except DataError:
-                raise
-            except CORRUPT_ERRORS as e:
-                raise DataError(f"{path} has an unreadable directory ({type(e).__name__}: {e}); "
-                                f"{_redownload(path)}") from e
-            indexed.append((zf, path, characters))
+            indexed.append((zf, path, index_archive(zf, path)))
 
         from tqdm.auto import tqdm  # imported lazily: only needed when decoding
 
@@ -253,7 +298,7 @@ def _decode_archives(paths: list[Path], image_size: int, progress: bool) -> np.n
             for zf, path, characters in indexed:
                 for names in characters:
                     for e, name in enumerate(names):
-                        images[c, e] = _decode_png(zf, name, path, image_size)
+                        images[c, e] = decode_drawing(zf, name, path, image_size)
                     c += 1
                     bar.update(len(names))
         return images

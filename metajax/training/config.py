@@ -13,8 +13,9 @@ class Config:
     """Everything that defines a run. Named configs in ``metajax.configs`` override fields."""
 
     algo: str = "maml"              # maml | fomaml | anil | reptile | metasgd | pretrain
-    dataset: str = "sinusoid"       # sinusoid | omniglot
+    dataset: str = "sinusoid"       # sinusoid | omniglot | miniimagenet | cifar-fs | fc100
     data_dir: str | None = None     # None: $METAJAX_DATA_DIR
+    source: str = "files"           # files (original archives) | tfds (prepared TFDS data)
     model: str | None = None        # None: the dataset's standard backbone
     hidden: int | None = None       # filters / units; None: the paper's
     conv_impl: str = "patches"      # patches | xla

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 
 from metajax.algorithms.objectives import Objective, classification, regression
 from metajax.data.episodes import check_episode_spec, sample_episode
-from metajax.data.omniglot import load_omniglot
 from metajax.data.sinusoid import sample_sinusoid_task
+from metajax.data.sources import IMAGE_DATASETS, load_splits
 from metajax.models.registry import build_model
 
-DATASETS = ("sinusoid", "omniglot")
+DATASETS = ("sinusoid", *IMAGE_DATASETS)
 
 
 class TaskSource(NamedTuple):
@@ -32,15 +32,15 @@ def make_task_source(cfg) -> TaskSource:
         model = build_model(cfg.model or "mlp", 1, hidden=cfg.hidden)
         return TaskSource(sample, {"train": None, "val": None, "test": None}, regression(), model,
                           jnp.zeros((cfg.shots, 1)))
-    if cfg.dataset == "omniglot":
-        splits = load_omniglot(cfg.data_dir, progress=True)
+    if cfg.dataset in IMAGE_DATASETS:
+        splits = load_splits(cfg.dataset, cfg.data_dir, source=cfg.source, progress=True)
         for name, images in splits._asdict().items():
             check_episode_spec(images.shape[0], images.shape[1], ways=cfg.ways, shots=cfg.shots,
                                queries=cfg.query, split=name)
         sample = functools.partial(sample_episode, ways=cfg.ways, shots=cfg.shots,
                                    queries=cfg.query)
-        model = build_model(cfg.model or "conv4", cfg.ways, hidden=cfg.hidden,
-                            conv_impl=cfg.conv_impl)
+        model = build_model(cfg.model or IMAGE_DATASETS[cfg.dataset].model, cfg.ways,
+                            hidden=cfg.hidden, conv_impl=cfg.conv_impl)
         device_splits = {k: jnp.asarray(v) for k, v in splits._asdict().items()}
         shape = splits.train.shape[2:]
         return TaskSource(sample, device_splits, classification(), model,
