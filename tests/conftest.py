@@ -24,6 +24,18 @@ def omniglot_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def miniimagenet_data_dir() -> Path:
+    """Folder holding MiniImageNet's images/ and split csv files
+    (``$METAJAX_TEST_DATA_DIR/miniimagenet``)."""
+    root = Path(os.environ.get("METAJAX_TEST_DATA_DIR") or DEFAULT_TEST_DATA_DIR)
+    folder = root / "miniimagenet"
+    if not (folder / "train.csv").is_file() or not (folder / "images").is_dir():
+        pytest.fail(f"MiniImageNet (images/ and train.csv) not found in {folder}; set "
+                    f"METAJAX_TEST_DATA_DIR to the folder that contains miniimagenet/")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def omniglot_first_load(omniglot_data_dir, tmp_path_factory):
     """One uncached load per session: ``(splits, seconds, cache_dir)``."""
     from metajax.data.omniglot import load_omniglot

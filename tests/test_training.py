@@ -160,10 +160,12 @@ def test_sinusoid_maml_beats_pretrained_baseline(tmp_path):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_every_named_config_runs_one_step(name, tmp_path, omniglot_data_dir):
+def test_every_named_config_runs_one_step(name, tmp_path, omniglot_data_dir,
+                                          miniimagenet_data_dir):
     cfg = get_named_config(name)
+    data_dirs = {"omniglot": omniglot_data_dir, "miniimagenet": miniimagenet_data_dir}
     cfg = cfg.replace(steps=1, eval_tasks=2, eval_batch=2, meta_batch=2,
-                      data_dir=str(omniglot_data_dir) if cfg.dataset == "omniglot" else None)
+                      data_dir=str(data_dirs[cfg.dataset]) if cfg.dataset in data_dirs else None)
     state = _train(tmp_path, cfg)
     assert int(state.step) == 1
     assert list_checkpoints(tmp_path)[-1][0] == 1

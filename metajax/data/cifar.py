@@ -34,6 +34,7 @@ __all__ = [
     "CIFAR100_FILES_MD5",
     "FC100_SUPERCLASS_SPLITS",
     "CifarArrays",
+    "UnsafePickleError",
     "load_cifar_fs",
     "load_fc100",
     "read_cifar100",
@@ -105,10 +106,14 @@ class CifarArrays(NamedTuple):
 
 # --- restricted unpickling --------------------------------------------------------------------
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for something the restricted unpickler does not allow."""
+
+
 def _encode_latin1(text, encoding="latin1", errors="strict"):
     # Python 3 pickles bytes with protocol 2 as _codecs.encode(str, "latin1"); allow just that.
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
-        raise pickle.UnpicklingError("only _codecs.encode(str, 'latin1') is allowed")
+        raise UnsafePickleError("only _codecs.encode(str, 'latin1') is allowed")
     return text.encode("latin1")
 
 
@@ -143,7 +148,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return self._allowed[module, name]
         except KeyError:
-            raise pickle.UnpicklingError(
+            raise UnsafePickleError(
                 f"refusing to load {module}.{name}: the file would run code or build an object "
                 "that real CIFAR-100 files never contain") from None
 
@@ -152,7 +157,8 @@ def restricted_loads(data: bytes) -> Any:
     """Unpickles ``data`` allowing only plain types and uint8-compatible NumPy arrays.
 
     Raises:
-      pickle.UnpicklingError: the pickle references anything else, such as ``os.system``.
+      UnsafePickleError: the pickle references anything else, such as ``os.system``.
+      pickle.UnpicklingError, EOFError, ...: the data is not a complete pickle.
     """
     result = _RestrictedUnpickler(io.BytesIO(data), _allowed_globals()).load()
     _check_plain(result)
@@ -163,7 +169,7 @@ def _check_plain(value) -> None:
     # An object-dtype array would hold arbitrary (if restricted) objects; real files never do.
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
-            raise pickle.UnpicklingError("refusing an object-dtype array")
+            raise UnsafePickleError("refusing an object-dtype array")
     elif isinstance(value, dict):
         for k, v in value.items():
             _check_plain(k)
@@ -172,7 +178,7 @@ def _check_plain(value) -> None:
         for v in value:
             _check_plain(v)
     elif not isinstance(value, (str, bytes, int, float, bool, type(None))):
-        raise pickle.UnpicklingError(f"unexpected {type(value).__name__} in a CIFAR-100 file")
+        raise UnsafePickleError(f"unexpected {type(value).__name__} in a CIFAR-100 file")
 
 
 # --- reading CIFAR-100 ------------------------------------------------------------------------
@@ -221,10 +227,10 @@ def read_cifar100(data_dir: str | os.PathLike | None) -> CifarArrays:
     for name, data in raw.items():
         try:
             parsed[name] = restricted_loads(data)
-        except pickle.UnpicklingError as e:
+        except UnsafePickleError as e:
             raise DataError(f"{name}: {e}; {_FIX}") from e
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-                MemoryError) as e:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+                IndexError, KeyError, MemoryError) as e:
             raise DataError(f"{name} is not a readable CIFAR-100 pickle ({type(e).__name__}: "
                             f"{e}); it is probably truncated; {_FIX}") from e
         if not isinstance(parsed[name], dict):

@@ -113,7 +113,7 @@ def evaluate_omniglot_runs(workdir, *, inner_steps: int | None = None, head: str
     return {
         "benchmark": "omniglot-runs", "accuracy": accuracy, "error_rate": 1.0 - accuracy,
         "ci95": float(1.96 * per_run.std(ddof=1) / math.sqrt(len(per_run))),
-        "per_run_accuracy": [float(a) for a in per_run],
+        "per_run_accuracy": [round(float(a), 4) for a in per_run],
         "runs": int(len(per_run)), "ways": RUN_WAYS, "shots": 1, "test_drawings": 400,
         "inner_steps": steps if head != "nil" else 0, "head": head, "checkpoint_step": step,
         "algo": cfg.algo, "trained_ways": cfg.ways,
