@@ -78,21 +78,12 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[
             members = []
             for info in zf.infolist():
                 relative = check_member_name(info.filename, archive)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
+                if stat.S_ISLNK(info.external_attr >> 16):
                     raise DataError(f"{archive} holds a symbolic link {info.filename!r}; refusing "
                                     "to extract it (links can point outside the target folder)")
-                members.append((info, _inside(root, relative, archive)))
-            written = []
-            for info, dest in members:
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                written.append(dest)
-            return written
+                members.append((_inside(root, relative, archive), info.is_dir(),
+                                lambda info=info: zf.open(info)))
+            return _write(members)
     try:
         tf = tarfile.open(archive)
     except (tarfile.TarError, OSError, EOFError) as e:
@@ -105,18 +96,23 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[
             if not (info.isfile() or info.isdir()):
                 raise DataError(f"{archive} holds {info.name!r}, which is a link or special file; "
                                 "refusing to extract it (only plain files and folders are safe)")
-            members.append((info, _inside(root, relative, archive)))
-        written = []
-        for info, dest in members:
-            if info.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(info)
-            with src, open(dest, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            written.append(dest)
-        return written
+            members.append((_inside(root, relative, archive), info.isdir(),
+                            lambda info=info: tf.extractfile(info)))
+        return _write(members)
+
+
+def _write(members) -> list[Path]:
+    """Writes checked ``(destination, is_dir, open_source)`` members; returns the files."""
+    written = []
+    for dest, is_dir, open_source in members:
+        if is_dir:
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open_source() as src, open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        written.append(dest)
+    return written
 
 
 def _inside(root: Path, relative: str, archive: Path) -> Path:

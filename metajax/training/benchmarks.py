@@ -33,7 +33,6 @@ from metajax.algorithms.registry import make_algorithm
 from metajax.data.omniglot import load_omniglot
 from metajax.data.omniglot_runs import RUN_WAYS, OmniglotRuns, load_omniglot_runs
 from metajax.models.registry import build_model, init_params
-from metajax.training import checkpoint
 from metajax.training.config import Config
 
 __all__ = ["BENCHMARKS", "HEADS", "evaluate_omniglot_runs"]
@@ -90,10 +89,7 @@ def evaluate_omniglot_runs(workdir, *, inner_steps: int | None = None, head: str
     runs = load_omniglot_runs(cfg.data_dir, image_size=28)
 
     run = _Run(cfg)
-    state, step = checkpoint.restore_checkpoint(workdir, run.initial_state())
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}; train "
-                                "first with `metajax train --workdir DIR`")
+    state, step = run.restore(workdir)
     steps = cfg.eval_inner_steps if inner_steps is None else inner_steps
     learner, meta_params = run.learner, state.params
     if head == "nil":

@@ -50,6 +50,14 @@ class _Run:
         params = init_params(self.source.model, init_key, self.source.sample_input)
         return create_train_state(self.learner, self.optimizer, params, train_key)
 
+    def restore(self, workdir) -> tuple[TrainState, int]:
+        """The newest checkpoint of ``workdir`` and its step; FileNotFoundError if it has none."""
+        state, step = checkpoint.restore_checkpoint(workdir, self.initial_state())
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}; "
+                                    "train first with `metajax train --workdir DIR`")
+        return state, step
+
     def evaluate(self, params, split: str, num_tasks: int, inner_steps: int, key,
                  batch: int | None = None, learner=None) -> dict:
         """Mean and 95% confidence half-width of each metric over ``num_tasks`` tasks of ``split``.
@@ -174,10 +182,7 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
     if split not in ("val", "test"):
         raise ValueError(f"unknown split {split!r}; use 'test' or 'val'")
     run = _Run(cfg)
-    state, step = checkpoint.restore_checkpoint(workdir, run.initial_state())
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}; train first "
-                                "with `metajax train --workdir DIR`")
+    state, step = run.restore(workdir)
     steps = cfg.eval_inner_steps if inner_steps is None else inner_steps
     learner = run.learner
     params = learner.params_of(state.params)
