@@ -73,7 +73,8 @@ def test_wrapped_in_a_folder(runs, omniglot_data_dir, tmp_path):
 
 @pytest.mark.parametrize("edit, match", [
     (lambda n, d: None if n == "run05/test/item03.png" else (n, d), "lacks run05/test/item03.png"),
-    (lambda n, d: None if n == "run20/class_labels.txt" else (n, d), "lacks run20/class_labels.txt"),
+    (lambda n, d: None if n == "run20/class_labels.txt" else (n, d),
+     "lacks run20/class_labels.txt"),
     (lambda n, d: (n, d.replace(b"class08", b"class09")) if n == "run01/class_labels.txt"
      else (n, d), "one-to-one"),
     (lambda n, d: (n, b"garbage line\n" + d) if n == "run02/class_labels.txt" else (n, d),

@@ -234,7 +234,8 @@ def read_cifar100(data_dir: str | os.PathLike | None) -> CifarArrays:
             raise DataError(f"{name} is not a readable CIFAR-100 pickle ({type(e).__name__}: "
                             f"{e}); it is probably truncated; {_FIX}") from e
         if not isinstance(parsed[name], dict):
-            raise DataError(f"{name} holds a {type(parsed[name]).__name__}, expected a dict; {_FIX}")
+            raise DataError(f"{name} holds a {type(parsed[name]).__name__}, expected a dict; "
+                            f"{_FIX}")
 
     meta = parsed["meta"]
     fine_names, coarse_names = meta.get("fine_label_names"), meta.get("coarse_label_names")
@@ -313,11 +314,34 @@ def fc100_classes(cifar: CifarArrays) -> dict[str, tuple[str, ...]]:
 
 
 def load_cifar_fs(data_dir: str | os.PathLike | None = None) -> FewShotSplits:
-    """CIFAR-FS: 64 / 16 / 20 classes x 600 images, uint8 ``(C, 600, 32, 32, 3)``."""
+    """Loads CIFAR-FS.
+
+    Args:
+      data_dir: folder with ``cifar-100-python/`` or ``cifar-100-python.tar.gz`` (or a parent
+        with a ``cifar100/`` subfolder); ``None`` uses ``$METAJAX_DATA_DIR``.
+
+    Returns:
+      ``FewShotSplits`` of uint8 ``(C, 600, 32, 32, 3)`` with C = 64 / 16 / 20, classes in the
+      order of ``CIFAR_FS_SPLITS``.
+
+    Raises:
+      DataError: see :func:`read_cifar100`.
+    """
     return split_classes(read_cifar100(data_dir), CIFAR_FS_SPLITS, "cifar-fs")
 
 
 def load_fc100(data_dir: str | os.PathLike | None = None) -> FewShotSplits:
-    """FC100: 60 / 20 / 20 classes x 600 images split by superclass, uint8 ``(C, 600, 32, 32, 3)``."""
+    """Loads FC100: the classes of 12 / 4 / 4 superclasses (``FC100_SUPERCLASS_SPLITS``).
+
+    Args:
+      data_dir: as for :func:`load_cifar_fs`.
+
+    Returns:
+      ``FewShotSplits`` of uint8 ``(C, 600, 32, 32, 3)`` with C = 60 / 20 / 20, classes by fine
+      label.
+
+    Raises:
+      DataError: see :func:`read_cifar100`.
+    """
     cifar = read_cifar100(data_dir)
     return split_classes(cifar, fc100_classes(cifar), "fc100")

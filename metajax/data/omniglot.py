@@ -44,10 +44,15 @@ __all__ = [
     "SPLIT_SEED",
     "SPLIT_SIZES",
     "OmniglotSplits",
+    "decode_drawing",
     "default_cache_dir",
+    "index_archive",
     "load_omniglot",
     "omniglot_split_indices",
+    "open_archive",
+    "preprocess_drawing",
     "resolve_data_dir",
+    "split_characters",
 ]
 
 DOWNLOAD_URL = OMNIGLOT_URL
