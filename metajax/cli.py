@@ -19,8 +19,10 @@ from metajax.training.config import Config
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(Config):
         flag = "--" + field.name.replace("_", "-")
+        name = field.type if isinstance(field.type, str) else field.type.__name__
+        # Optional fields ("int | None") parse as their type; None stays the unset default.
         kind = {"int": int, "float": float, "bool": _parse_bool}.get(
-            field.type if isinstance(field.type, str) else field.type.__name__, str)
+            name.removesuffix(" | None"), str)
         parser.add_argument(flag, dest=field.name, type=kind, default=None,
                             help=f"(default: {field.default})")
 
@@ -85,7 +87,19 @@ def _train_config(args) -> Config:
                                  f"{args.workdir}/config.json: {', '.join(sorted(changed))}. "
                                  "Drop them or start a new --workdir.")
             return saved.replace(**{k: v for k, v in overrides.items() if k in allowed})
+    if overrides.get("env") and args.config == "default":
+        # --env without --config starts from that environment's meta-RL protocol.
+        from metajax.rl.configs import rl_config
+
+        return rl_config(overrides["env"]).replace(**overrides)
     return get_named_config(args.config).replace(**overrides)
+
+
+def _is_rl_run(workdir) -> bool:
+    try:
+        return Config.load(workdir).env is not None
+    except FileNotFoundError:
+        return False  # evaluate_run explains what is missing
 
 
 def main(argv=None) -> int:
@@ -100,10 +114,19 @@ def main(argv=None) -> int:
                 import jax
 
                 jax.distributed.initialize()
-            train_and_evaluate(cfg, args.workdir, resume=args.resume,
-                               progress=not args.no_progress)
+            if cfg.env is not None:
+                from metajax.rl.trainer import train_rl
+
+                train_rl(cfg, args.workdir, resume=args.resume, progress=not args.no_progress)
+            else:
+                train_and_evaluate(cfg, args.workdir, resume=args.resume,
+                                   progress=not args.no_progress)
             print(f"done: {cfg.steps} steps; evaluate with `metajax eval {args.workdir}`",
                   file=sys.stderr)
+        elif args.command == "eval" and _is_rl_run(args.workdir):
+            from metajax.rl.trainer import evaluate_rl_run
+
+            print(json.dumps(evaluate_rl_run(args.workdir, tasks=args.tasks, seed=args.seed)))
         elif args.command == "data":
             print(json.dumps(run_data_command(args), indent=2))
         elif args.command == "eval" and args.benchmark:

@@ -38,6 +38,18 @@ class Config:
     eval_batch: int = 50            # tasks evaluated per compiled call
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    # Meta-RL (metajax.rl): set env to train a policy instead of a few-shot model.
+    env: str | None = None          # nav2d | halfcheetah-dir | halfcheetah-vel
+    physics: str = "c"              # HalfCheetah engine: c (MuJoCo via pure_callback) | mjx
+    trajectories: int = 20          # trajectories per task, before and after adaptation
+    horizon: int = 100
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    max_kl: float = 0.01            # TRPO outer step: trust region, CG, backtracking line search
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_steps: int = 15
+    ls_ratio: float = 0.8
 
     def replace(self, **changes) -> "Config":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
