@@ -309,12 +309,17 @@ def test_rsa_ties_get_average_ranks_as_scipy():
 
 
 @pytest.mark.parametrize("name", BASE)
-def test_jit_of_vmap_agrees_with_eager(name):
+def test_jit_of_vmap_and_grad(name):
     ours, _ = REFERENCES[name]
     pairs = [_pair(s, dtype=np.float32) for s in range(3)]
     xs, ys = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
     eager = np.array([float(ours(x, y)) for x, y in pairs])
     np.testing.assert_allclose(np.asarray(jax.jit(jax.vmap(ours))(xs, ys)), eager, rtol=1e-5)
+    # Differentiable (e.g. as a training signal), the well-posedness check included.
+    grad = np.asarray(jax.jit(jax.grad(ours))(xs[0], ys[0]))
+    assert grad.shape == xs[0].shape and np.all(np.isfinite(grad))
+    # RSA depends on the data only through ranks: piecewise constant, zero gradient.
+    assert np.all(grad == 0) if name.startswith("rsa") else np.any(grad != 0)
 
 
 def test_shape_errors():
@@ -344,8 +349,11 @@ def test_rank_deficient_input_raises_eagerly_and_under_jit_unless_regularised():
         with pytest.raises(ValueError, match="rank-deficient"):
             fn(deficient, y)
         assert np.all(np.isfinite(np.asarray(fn(deficient, y, epsilon=1e-6))))
-    with pytest.raises(Exception, match="rank-deficient"):  # from the host callback, at run time
-        jax.block_until_ready(jax.jit(cca)(deficient, y))
+    # Under jit/vmap the host callback raises when the computation runs.
+    with pytest.raises(Exception, match="rank-deficient"):
+        np.asarray(jax.jit(jax.vmap(cca))(np.stack([deficient, x]), np.stack([y, y])))
+    batched = np.asarray(jax.jit(jax.vmap(cca))(np.stack([x, x]), np.stack([y, y])))
+    np.testing.assert_allclose(batched, float(cca(x, y)), rtol=1e-5)
     # The regulariser gives the dependent column nothing new: the coefficients are those of the
     # 11 independent columns.
     np.testing.assert_allclose(np.asarray(cca_coefficients(deficient, y, epsilon=1e-9)),
@@ -370,3 +378,20 @@ def test_correlation_rdm_rejects_an_example_with_constant_features():
     with pytest.raises(ValueError, match="constant features"):
         rsa(x, y, metric="correlation")
     assert np.isfinite(float(rsa(x, y)))  # fine for Euclidean RDMs
+
+
+def test_batched_metrics_do_not_deadlock_xla_cpu():
+    # Two batched LAPACK calls running at once deadlock XLA:CPU's intra-op pool on few cores
+    # (jaxlib's ParallelBatchMap blocks inside the pool); the metrics chain their LAPACK calls.
+    # Without that chain this hangs on a 2-core machine, so run it in a child with a deadline.
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np, jax\n"
+        "from metajax.similarity import pwcca, svcca\n"
+        "rng = np.random.default_rng(0)\n"
+        "xs = rng.normal(size=(8, 1000, 128)).astype(np.float32)\n"
+        "ys = rng.normal(size=(8, 1000, 64)).astype(np.float32)\n"
+        "for fn in (pwcca, svcca):\n"
+        "    assert np.all(np.isfinite(np.asarray(jax.jit(jax.vmap(fn))(xs, ys))))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

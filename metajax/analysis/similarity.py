@@ -13,14 +13,15 @@ Shape problems (not 2-D, different numbers of examples, ``p >= n`` for the CCA f
 examples for a debiased estimator) raise ``ValueError`` at call or trace time.
 
 Value problems (a rank-deficient input to CCA/PWCCA, a constant representation, a degenerate
-RBF bandwidth or a constant RDM) cannot be raised on under ``jit``, where values are unknown.
-Each metric therefore computes a "well-posed" flag next to its value:
+RBF bandwidth or a constant RDM) depend on the numbers, which ``jit`` does not know when it
+traces. Each metric therefore computes a "well-posed" flag next to its value:
 
 * called on concrete arrays (the usual, eager call; the numerical core is jitted either way),
   a false flag raises ``ValueError`` naming the problem and the fix;
-* called inside ``jit``/``vmap``, a false flag raises the same ``ValueError`` from a host
-  callback when the computation runs (it surfaces as a ``JaxRuntimeError`` carrying the
-  message), so no ill-posed input ever yields a silent NaN or a meaningless number.
+* called inside ``jit``/``vmap``, a host callback raises the same ``ValueError`` when the
+  computation runs; it reaches the caller as a ``JaxRuntimeError`` that carries the message.
+
+So no ill-posed input yields a NaN or a plausible-looking number.
 
 ``cca_coefficients``, ``cca`` and ``pwcca`` take ``epsilon``, a ridge regulariser that makes
 rank-deficient inputs well-posed (see :func:`cca_coefficients`); ``svcca`` needs none because it
@@ -77,17 +78,28 @@ def _prepare(x, y, name: str, *, min_examples: int = 2, cca_family: bool = False
     return x.astype(dtype), y.astype(dtype)
 
 
-def _raise_unless(ok, message: str) -> None:
+def _zeros_or_raise(ok, *, message: str, dtype):
     if not np.all(np.asarray(ok)):
         raise ValueError(message)
+    return np.zeros(np.shape(ok), dtype)
 
 
-def _require(ok, message: str) -> None:
-    """Raises ``ValueError(message)`` where ``ok`` is false: now if concrete, at run time if traced."""
-    if isinstance(ok, jax.core.Tracer):
-        jax.debug.callback(functools.partial(_raise_unless, message=message), ok)
-    else:
-        _raise_unless(ok, message)
+def _checked(value, ok, message: str):
+    """``value``, after raising ``ValueError(message)`` where the flag ``ok`` is false.
+
+    Concrete ``ok`` (an eager call): raises now. Traced ``ok`` (inside ``jit``/``vmap``): a host
+    callback raises when the computation runs. The callback returns zeros that are added to
+    ``value``, so it cannot be pruned; it is batched by expanding dims (one call per ``vmap``,
+    not one per element), and it has no tangent, so gradients flow through ``value`` untouched.
+    """
+    if not isinstance(ok, jax.core.Tracer):
+        if not np.all(np.asarray(ok)):
+            raise ValueError(message)
+        return value
+    zero = jax.pure_callback(
+        functools.partial(_zeros_or_raise, message=message, dtype=value.dtype),
+        jax.ShapeDtypeStruct(ok.shape, value.dtype), ok, vmap_method="expand_dims")
+    return value + jnp.expand_dims(zero, tuple(range(zero.ndim, value.ndim)))
 
 
 def _centre(x):
@@ -104,47 +116,87 @@ def _not_constant(x, xc):
 # The CCA family
 
 
-def _basis(x, epsilon):
-    """SVD of the centred ``x`` and the per-direction factors of (regularised) whitening.
+def _after(dependency, value):
+    """``value``, given a data dependency on ``dependency`` so that it is computed afterwards.
 
-    With ``x_c = U diag(s) V^T``, the whitened data ``x_c (Sigma + lam I)^{-1/2}`` equal (up to
-    the rotation ``V^T`` and a constant) ``U diag(f)`` with ``f = s / sqrt(s^2 + lam)``,
-    ``lam = epsilon * mean(s^2)``. Directions with ``s <= max(n, p) * eps * s_max`` are numerical
-    zeros and get ``f = 0`` (as a pseudo-inverse would).
+    Why: XLA:CPU runs independent ops concurrently on its intra-op thread pool, and jaxlib's
+    batched LAPACK kernels (QR, SVD under ``vmap``) fan their batch out into that same pool and
+    block until it is done. Two of them at once on a 2-thread pool wait for each other forever
+    (observed with jax 0.10 on 2 cores). Chaining every LAPACK call in a metric after the
+    previous one keeps at most one of them running, so ``jit(vmap(metric))`` cannot deadlock.
+    ``lax.optimization_barrier`` does not order them (XLA:CPU schedules by buffers, and the
+    barrier aliases them), so the dependency is a select on one entry of ``dependency`` that
+    XLA cannot fold: NaN there (which would make the result NaN anyway) propagates.
+    """
+    anchor = jnp.ravel(dependency)[0]
+    return jnp.where(jnp.isnan(anchor), jnp.nan, value)
 
-    Returns:
-      ``(u, s, vt, f, full_rank, varies)``: ``varies`` is False for a constant input.
+
+def _qr_centred(x):
+    """Thin QR of the centred ``x``: ``x_c = Q R``; and whether ``x`` varies at all.
+
+    ``Q`` is an orthonormal basis of the column space of ``x_c``, which is all that plain CCA
+    needs: the canonical correlations are the singular values of ``Q_x^T Q_y``.
     """
     xc = _centre(x)
-    u, s, vt = jnp.linalg.svd(xc, full_matrices=False)
+    q, r = jnp.linalg.qr(xc)
+    return q, r, _not_constant(x, xc)
+
+
+def _rank_tolerance(x, largest):
     n, p = x.shape
-    tol = max(n, p) * jnp.finfo(x.dtype).eps * s[0]
-    nonzero = s > tol
-    lam = epsilon * jnp.sum(s ** 2) / p
+    return max(n, p) * jnp.finfo(x.dtype).eps * largest
+
+
+def _qr_full_rank(x, r):
+    """No diagonal entry of R is a numerical zero (then R, and x_c, are singular)."""
+    d = jnp.abs(jnp.diagonal(r))
+    return jnp.all(d > _rank_tolerance(x, jnp.max(d)))
+
+
+def _svd_frame(x, r, epsilon):
+    """The SVD ``x_c = (Q U_r) diag(s) V^T`` from ``R = U_r diag(s) V^T``, and whitening factors.
+
+    Regularised whitening ``x_c (S + lam I)^{-1/2}`` equals (up to the rotation ``V^T`` and a
+    constant) ``Q U_r diag(f)`` with ``f = s / sqrt(s^2 + lam)``, ``lam = epsilon * mean(s^2)``;
+    directions with ``s <= max(n, p) * eps * s_max`` are numerical zeros and get ``f = 0``.
+
+    Returns:
+      ``(u_r, s, vt, f, full_rank)``.
+    """
+    u_r, s, vt = jnp.linalg.svd(r)
+    nonzero = s > _rank_tolerance(x, s[0])
+    lam = epsilon * jnp.sum(s ** 2) / x.shape[1]
     f = jnp.where(nonzero, s / jnp.sqrt(jnp.where(nonzero, s ** 2 + lam, 1.0)), 0.0)
-    return u, s, vt, f, jnp.all(nonzero), _not_constant(x, xc)
+    return u_r, s, vt, f, jnp.all(nonzero)
 
 
 def _rank_message(name: str) -> str:
     return (f"{name}: an input is constant, or rank-deficient after centring (a constant column, "
             "or columns that are linear combinations of others), so its canonical correlations "
-            f"are not defined. Pass epsilon > 0 (e.g. {name}(x, y, epsilon=1e-6)) to regularise, drop "
-            "the redundant columns, or use svcca, which keeps only directions with variance")
+            f"are not defined. Pass epsilon > 0 (e.g. {name}(x, y, epsilon=1e-6)) to regularise, "
+            "drop the redundant columns, or use svcca, which keeps only directions with variance")
 
 
-def _well_posed(basis_x, basis_y, epsilon):
-    """Both inputs vary, and both have full rank unless regularised."""
-    *_, full_x, varies_x = basis_x
-    *_, full_y, varies_y = basis_y
-    return varies_x & varies_y & ((full_x & full_y) | (epsilon > 0))
+def _is_zero(epsilon) -> bool:
+    """A literal 0 selects the unregularised (QR-only) path statically."""
+    return not isinstance(epsilon, jax.core.Tracer) and float(epsilon) == 0.0
 
 
-@jax.jit
-def _cca_core(x, y, epsilon):
-    bx, by = _basis(x, epsilon), _basis(y, epsilon)
-    (ux, _, _, fx, *_), (uy, _, _, fy, *_) = bx, by
-    rho = jnp.linalg.svd((ux * fx).T @ (uy * fy), compute_uv=False)
-    return jnp.clip(rho, 0.0, 1.0), _well_posed(bx, by, epsilon)
+@functools.partial(jax.jit, static_argnames="regularised")
+def _cca_core(x, y, epsilon, regularised: bool):
+    qx, rx, varies_x = _qr_centred(x)
+    qy, ry, varies_y = _qr_centred(_after(qx, y))
+    a = qx.T @ qy
+    if regularised:
+        ux, _, _, fx, _ = _svd_frame(x, _after(qy, rx), epsilon)
+        uy, _, _, fy, _ = _svd_frame(y, _after(ux, ry), epsilon)
+        a = (ux * fx).T @ a @ (uy * fy)
+        ok = varies_x & varies_y
+    else:
+        ok = varies_x & varies_y & _qr_full_rank(x, rx) & _qr_full_rank(y, ry)
+    rho = jnp.linalg.svd(a, compute_uv=False)
+    return jnp.clip(rho, 0.0, 1.0), ok
 
 
 def cca_coefficients(x, y, *, epsilon: float = 0.0) -> jax.Array:
@@ -152,14 +204,14 @@ def cca_coefficients(x, y, *, epsilon: float = 0.0) -> jax.Array:
 
     With centred ``x_c``, ``y_c`` and covariances ``S_xx``, ``S_xy``, ``S_yy``, the canonical
     correlations are the singular values of ``S_xx^{-1/2} S_xy S_yy^{-1/2}``. They are computed
-    stably without forming covariances: if ``x_c = U_x D_x V_x^T`` (thin SVD), the
-    ``rho_i = sigma_i(U_x^T U_y)``, i.e. the cosines of the principal angles between the column
-    spaces of ``x_c`` and ``y_c``. Invariant to invertible linear maps of either input.
+    stably without forming covariances: with thin QR factorisations ``x_c = Q_x R_x`` and
+    ``y_c = Q_y R_y``, ``rho_i = sigma_i(Q_x^T Q_y)``, the cosines of the principal angles between
+    the column spaces of ``x_c`` and ``y_c``. Invariant to invertible linear maps of either input.
 
     ``epsilon > 0`` regularises: ``S_xx + lam_x I`` with ``lam_x = epsilon * trace(S_xx) / p1``
-    (likewise for y), which shrinks each direction by ``s / sqrt(s^2 + lam)`` and gives
-    directions without variance a correlation of 0. Relative to the mean variance, so isotropic
-    scaling still leaves the result unchanged.
+    (likewise for y), which shrinks each singular direction of ``x_c`` by ``s / sqrt(s^2 + lam)``
+    and gives directions without variance a correlation of 0. Relative to the mean variance, so
+    isotropic scaling still leaves the result unchanged.
 
     Args:
       x: ``(n, p1)`` activations; ``p1 < n``.
@@ -175,9 +227,8 @@ def cca_coefficients(x, y, *, epsilon: float = 0.0) -> jax.Array:
         (see the module docstring for how this is reported under ``jit``).
     """
     x, y = _prepare(x, y, "cca_coefficients", cca_family=True)
-    rho, ok = _cca_core(x, y, jnp.asarray(epsilon, x.dtype))
-    _require(ok, _rank_message("cca_coefficients"))
-    return rho
+    rho, ok = _cca_core(x, y, jnp.asarray(epsilon, x.dtype), not _is_zero(epsilon))
+    return _checked(rho, ok, _rank_message("cca_coefficients"))
 
 
 def cca(x, y, *, epsilon: float = 0.0) -> jax.Array:
@@ -187,9 +238,8 @@ def cca(x, y, *, epsilon: float = 0.0) -> jax.Array:
     :func:`cca_coefficients` for the definition, arguments and errors.
     """
     x, y = _prepare(x, y, "cca", cca_family=True)
-    rho, ok = _cca_core(x, y, jnp.asarray(epsilon, x.dtype))
-    _require(ok, _rank_message("cca"))
-    return jnp.mean(rho)
+    rho, ok = _cca_core(x, y, jnp.asarray(epsilon, x.dtype), not _is_zero(epsilon))
+    return _checked(jnp.mean(rho), ok, _rank_message("cca"))
 
 
 def _kept_directions(s, keep):
@@ -201,17 +251,22 @@ def _kept_directions(s, keep):
 
 @jax.jit
 def _svcca_core(x, y, keep):
-    parts = []
-    ok = jnp.asarray(True)
-    for a in (x, y):
-        u, s, _, f, _, varies = _basis(a, 0.0)
+    qx, rx, varies_x = _qr_centred(x)
+    qy, ry, varies_y = _qr_centred(_after(qx, y))
+    ok = varies_x & varies_y
+    kept_bases = []
+    previous = qy
+    for a, r in ((x, rx), (y, ry)):
+        u_r, s, _, f, _ = _svd_frame(a, _after(previous, r), 0.0)
+        previous = u_r
         k = _kept_directions(s, keep)
         kept = jnp.arange(s.shape[0]) < k
         # The kept directions must carry variance; null ones would give arbitrary correlations.
-        ok = ok & jnp.all(jnp.where(kept, f > 0, True)) & varies
-        parts.append((u * kept, k))
-    (ux, kx), (uy, ky) = parts
-    rho = jnp.clip(jnp.linalg.svd(ux.T @ uy, compute_uv=False), 0.0, 1.0)
+        ok = ok & jnp.all(jnp.where(kept, f > 0, True))
+        kept_bases.append((u_r * kept, k))
+    (ux, kx), (uy, ky) = kept_bases
+    # U_{x,k}^T U_{y,k} = (Q_x U_rx)_k^T (Q_y U_ry)_k, all in the small R frames.
+    rho = jnp.clip(jnp.linalg.svd(ux.T @ (qx.T @ qy) @ uy, compute_uv=False), 0.0, 1.0)
     m = jnp.minimum(kx, ky)
     mean = jnp.sum(jnp.where(jnp.arange(rho.shape[0]) < m, rho, 0.0)) / m
     return mean, ok
@@ -225,7 +280,8 @@ def svcca(x, y, *, keep: float = 0.99) -> jax.Array:
     the reduced representation ``U_k diag(s_k)``. The result is the mean of the
     ``min(k_x, k_y)`` canonical correlations of the two reduced representations,
     ``mean_i sigma_i(U_{x,k_x}^T U_{y,k_y})``. The ``k`` are data-dependent, so they are applied as
-    masks: shapes stay static and the function jits.
+    masks: shapes stay static and the function jits. (The SVD is taken as QR of ``a_c``, then
+    SVD of the small ``R``.)
 
     Args:
       x: ``(n, p1)`` activations; ``p1 < n``.
@@ -243,26 +299,28 @@ def svcca(x, y, *, keep: float = 0.99) -> jax.Array:
     if not isinstance(keep, jax.core.Tracer) and not 0.0 < float(keep) <= 1.0:
         raise ValueError(f"svcca: keep must be in (0, 1] (the fraction of variance kept), got {keep}")
     value, ok = _svcca_core(x, y, jnp.asarray(keep, x.dtype))
-    _require(ok, "svcca: an input is constant, or keep is so close to 1 that singular directions "
-                 "without variance would be kept; lower keep (e.g. 0.99)")
-    return value
+    return _checked(value, ok, "svcca: an input is constant, or keep is so close to 1 that "
+                    "singular directions without variance would be kept; lower keep (e.g. 0.99)")
 
 
 @jax.jit
 def _pwcca_core(x, y, epsilon):
-    bx, by = _basis(x, epsilon), _basis(y, epsilon)
-    (ux, sx, vtx, fx, *_), (uy, _, _, fy, *_) = bx, by
-    # Left singular vectors of A are the canonical directions of x in the frame of V_x.
-    ua, rho, _ = jnp.linalg.svd((ux * fx).T @ (uy * fy), full_matrices=False)
+    qx, rx, varies_x = _qr_centred(x)
+    qy, ry, varies_y = _qr_centred(_after(qx, y))
+    ux, sx, vtx, fx, full_x = _svd_frame(x, _after(qy, rx), epsilon)
+    uy, _, _, fy, full_y = _svd_frame(y, _after(ux, ry), epsilon)
+    # With x_c = U_x diag(s) V_x^T, M = V_x A V_y^T for A = diag(f_x) U_x^T U_y diag(f_y); the
+    # left singular vectors of M are U' = V_x U_a.
+    ua, rho, _ = jnp.linalg.svd((ux * fx).T @ (qx.T @ qy) @ (uy * fy), full_matrices=False)
     rho = jnp.clip(rho, 0.0, 1.0)
-    # The reference's directions are x_c U' = U_x diag(s) U_a (U' = V_x U_a), orthonormalised by
-    # QR; since U_x has orthonormal columns, QR(U_x B) = U_x QR(B) with the small B = diag(s) U_a.
+    # The reference's directions are x_c U' = U_x diag(s) U_a, orthonormalised by QR; since U_x
+    # has orthonormal columns, QR(U_x B) = U_x QR(B) with the small B = diag(s) U_a.
     q, _ = jnp.linalg.qr(sx[:, None] * ua)
     # Weight of direction j: sum over neurons k of |<U_x q_j, x_c[:, k]>|, and
     # (U_x q)^T x_c = q^T diag(s) V_x^T: a p1 x p1 product.
     weights = jnp.sum(jnp.abs(q.T @ (sx[:, None] * vtx)), axis=1)
     value = jnp.sum(weights * rho) / jnp.sum(weights)
-    return value, _well_posed(bx, by, epsilon)
+    return value, varies_x & varies_y & ((full_x & full_y) | (epsilon > 0))
 
 
 def pwcca(x, y, *, epsilon: float = 0.0) -> jax.Array:
@@ -279,6 +337,7 @@ def pwcca(x, y, *, epsilon: float = 0.0) -> jax.Array:
     mask of ``acts2``); what it means to compute there is the same weighting on the y side,
     which is what this function does. So ``pwcca(x, y) == pwcca(y, x)`` when ``p1 != p2``; for
     ``p1 == p2`` the x side is weighted, as in the reference, and the metric is not symmetric.
+    The weights depend on the neuron basis, so unlike CCA it is not invariant to rotations.
 
     Args:
       x: ``(n, p1)`` activations; ``p1 < n``.
@@ -295,8 +354,7 @@ def pwcca(x, y, *, epsilon: float = 0.0) -> jax.Array:
     if x.shape[1] > y.shape[1]:
         x, y = y, x
     value, ok = _pwcca_core(x, y, jnp.asarray(epsilon, x.dtype))
-    _require(ok, _rank_message("pwcca"))
-    return value
+    return _checked(value, ok, _rank_message("pwcca"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,8 +432,7 @@ def linear_cka(x, y, *, debiased: bool = False) -> jax.Array:
     """
     x, y = _prepare(x, y, "linear_cka", min_examples=4 if debiased else 2)
     value, ok = _linear_cka_core(x, y, bool(debiased))
-    _require(ok, _cka_message("linear_cka"))
-    return value
+    return _checked(value, ok, _cka_message("linear_cka"))
 
 
 def _squared_distances(x):
@@ -411,9 +468,37 @@ def _centre_gram(k, debiased: bool):
     return k * (1.0 - jnp.eye(n, dtype=k.dtype))
 
 
+def _median_of_nonnegative(v):
+    """Exact median of non-negative floats (the mean of the two middle values for even sizes).
+
+    Why not ``jnp.median``: it sorts, and sorting the n*n distances dominates RBF CKA on CPU.
+    For non-negative floats the bit patterns, read as integers, have the same order as the
+    values, so the k-th smallest value is found by binary search over bit patterns: 31 (63 for
+    float64) counting passes, each a vectorised comparison, and exact.
+    """
+    ints = jnp.int64 if v.dtype == jnp.float64 else jnp.int32
+    keys = jnp.maximum(jax.lax.bitcast_convert_type(jnp.ravel(v), ints), 0)  # -0.0 -> +0.0
+    bits = jnp.iinfo(ints).bits - 1
+
+    def kth_smallest(k):
+        def halve(_, bounds):
+            lo, hi = bounds  # the answer t (smallest key with count(keys <= t) > k) is in [lo, hi]
+            mid = lo + (hi - lo) // 2
+            enough = jnp.sum(keys <= mid) > k
+            return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+        lo, _ = jax.lax.fori_loop(0, bits + 1, halve,
+                                  (jnp.zeros((), ints), jnp.full((), jnp.iinfo(ints).max, ints)))
+        return jax.lax.bitcast_convert_type(lo, v.dtype)
+
+    m = keys.shape[0]
+    if m % 2:
+        return kth_smallest(m // 2)
+    return (kth_smallest(m // 2 - 1) + kth_smallest(m // 2)) / 2
+
+
 def _rbf_gram(x, threshold):
     d2 = _squared_distances(x)
-    median = jnp.median(d2)
+    median = _median_of_nonnegative(d2)
     ok = median > 0
     return jnp.exp(-d2 / (2.0 * threshold ** 2 * jnp.where(ok, median, 1.0))), ok
 
@@ -451,9 +536,9 @@ def rbf_cka(x, y, *, threshold: float = 1.0, debiased: bool = False) -> jax.Arra
     """
     x, y = _prepare(x, y, "rbf_cka", min_examples=4 if debiased else 2)
     value, ok = _rbf_cka_core(x, y, jnp.asarray(threshold, x.dtype), bool(debiased))
-    _require(ok, "rbf_cka: the median squared distance between examples is 0 (most examples are "
-                 "identical), or a centred kernel matrix is zero; the RBF bandwidth is undefined")
-    return value
+    return _checked(value, ok, "rbf_cka: the median squared distance between examples is 0 (most "
+                    "examples are identical), or a centred kernel matrix is zero; the RBF "
+                    "bandwidth is undefined")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -533,7 +618,6 @@ def rsa(x, y, *, metric: str = "euclidean") -> jax.Array:
         raise ValueError(f"rsa: unknown metric {metric!r}; use one of {', '.join(RSA_METRICS)}")
     x, y = _prepare(x, y, "rsa", min_examples=3)
     value, ok = _rsa_core(x, y, metric)
-    _require(ok, f"rsa: an RDM ({metric}) has all entries equal, so its ranks carry no "
-                 "information (e.g. all examples identical), or with metric='correlation' an "
-                 "example has constant features (its Pearson correlation is undefined)")
-    return value
+    return _checked(value, ok, f"rsa: an RDM ({metric}) has all entries equal, so its ranks carry "
+                    "no information (e.g. all examples identical), or with metric='correlation' "
+                    "an example has constant features (its Pearson correlation is undefined)")
