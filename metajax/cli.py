@@ -2,6 +2,8 @@
 
     metajax train [--config NAME] [--algo A --dataset D --ways N ...] --workdir DIR [--resume]
     metajax eval DIR [--tasks 600] [--inner-steps 10] [--data-dir PATH]
+    metajax analyze DIR --out OUT [--similarity cca,cka] [--freeze] [--weight-distance] [--rsa]
+    metajax compare DIR1 DIR2 --out OUT
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import dataclasses
 import json
 import sys
 
+from metajax.analysis.cli import COMMANDS as ANALYSIS_COMMANDS
+from metajax.analysis.cli import add_analysis_commands, run_analysis_command
 from metajax.cli_data import add_benchmark_flags, add_data_command, run_benchmark, run_data_command
 from metajax.configs import CONFIGS, get_named_config
 from metajax.training.config import Config
@@ -67,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated body layers not adapted at test time, e.g. 1,2,3,4")
     add_benchmark_flags(ev)
     add_data_command(sub)
+    add_analysis_commands(sub)
     return parser
 
 
@@ -138,6 +143,8 @@ def main(argv=None) -> int:
                                   freeze=[x for x in args.freeze.split(",") if x.strip()],
                                   data_dir=args.data_dir)
             print(json.dumps(result))
+        elif args.command in ANALYSIS_COMMANDS:
+            run_analysis_command(args)
     except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
         print(f"metajax: error: {e}", file=sys.stderr)
         return 2

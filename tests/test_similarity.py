@@ -8,7 +8,8 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import pdist
 
-from metajax.similarity import cca, cca_coefficients, linear_cka, pwcca, rbf_cka, rsa, svcca
+from metajax.similarity import (cca, cca_coefficients, linear_cka, pwcca, rbf_cka, rsa, rsa_matrix,
+                                 svcca)
 
 # ---------------------------------------------------------------------------------------------
 # Slow float64 numpy implementations of the same formulas, written from the papers' definitions
@@ -395,3 +396,12 @@ def test_batched_metrics_do_not_deadlock_xla_cpu():
         "for fn in (pwcca, svcca):\n"
         "    assert np.all(np.isfinite(np.asarray(jax.jit(jax.vmap(fn))(xs, ys))))\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_rsa_matrix_equals_pairwise_rsa():
+    x, y = _pair(14, dtype=np.float32)
+    xs = np.stack([x[:, :7], y, np.tanh(y), x[:, 5:12]])
+    got = np.asarray(rsa_matrix(xs))
+    expected = np.array([[float(rsa(a, b)) for b in xs] for a in xs])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.allclose(np.diag(got), 0, atol=1e-6) and np.allclose(got, got.T)

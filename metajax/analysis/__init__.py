@@ -1,5 +1,6 @@
 """Representation analysis: similarity metrics and the feature-reuse studies."""
 from metajax.analysis.similarity import (cca, cca_coefficients, linear_cka, pwcca, rbf_cka, rsa,
-                                         svcca)
+                                         rsa_matrix, svcca)
 
-__all__ = ["cca", "cca_coefficients", "linear_cka", "pwcca", "rbf_cka", "rsa", "svcca"]
+__all__ = ["cca", "cca_coefficients", "linear_cka", "pwcca", "rbf_cka", "rsa", "rsa_matrix",
+           "svcca"]

@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["cca", "cca_coefficients", "linear_cka", "pwcca", "rbf_cka", "rsa", "svcca"]
+__all__ = ["cca", "cca_coefficients", "linear_cka", "pwcca", "rbf_cka", "rsa", "rsa_matrix",
+           "svcca"]
 
 RSA_METRICS = ("euclidean", "correlation")
 
@@ -621,3 +622,44 @@ def rsa(x, y, *, metric: str = "euclidean") -> jax.Array:
     return _checked(value, ok, f"rsa: an RDM ({metric}) has all entries equal, so its ranks carry "
                     "no information (e.g. all examples identical), or with metric='correlation' "
                     "an example has constant features (its Pearson correlation is undefined)")
+
+
+@functools.partial(jax.jit, static_argnames="metric")
+def _rsa_matrix_core(xs, metric: str):
+    rdms, oks = jax.vmap(functools.partial(_rdm, metric=metric))(xs)
+    ranks = jax.vmap(_average_ranks)(rdms)
+    ranks = ranks - jnp.mean(ranks, axis=1, keepdims=True)
+    norms = jnp.linalg.norm(ranks, axis=1)
+    ok = jnp.all(oks) & jnp.all(norms > 0)
+    z = ranks / jnp.where(norms > 0, norms, 1.0)[:, None]
+    return jnp.clip(1.0 - z @ z.T, 0.0, 2.0), ok
+
+
+def rsa_matrix(xs, *, metric: str = "euclidean") -> jax.Array:
+    """RSA dissimilarity between every pair of ``K`` representations of the same examples.
+
+    Equal to ``rsa(xs[i], xs[j], metric=metric)`` for all ``i, j``, but each RDM is built and
+    ranked once: with ``r_i`` the centred, normalised rank vector of RDM ``i``, the result is
+    ``1 - r_i . r_j``, one ``K x K`` matrix product.
+
+    Args:
+      xs: ``(K, n, p)``: K representations (e.g. one layer after different numbers of inner
+        steps) of the same n >= 3 examples; pad or project to a common p first if needed.
+      metric: ``"euclidean"`` or ``"correlation"`` (static under ``jit``).
+
+    Returns:
+      ``(K, K)`` symmetric matrix with zero diagonal, entries in [0, 2].
+
+    Raises:
+      ValueError: as :func:`rsa`.
+    """
+    if metric not in RSA_METRICS:
+        raise ValueError(f"rsa_matrix: unknown metric {metric!r}; use one of {', '.join(RSA_METRICS)}")
+    xs = jnp.asarray(xs)
+    if xs.ndim != 3 or xs.shape[1] < 3:
+        raise ValueError(f"rsa_matrix: xs must be (K, n, p) with n >= 3 examples, got shape "
+                         f"{tuple(xs.shape)}")
+    xs = xs.astype(jnp.promote_types(xs.dtype, jnp.float32))
+    value, ok = _rsa_matrix_core(xs, metric)
+    return _checked(value, ok, f"rsa_matrix: an RDM ({metric}) has all entries equal, or with "
+                    "metric='correlation' an example has constant features")

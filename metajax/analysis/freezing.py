@@ -1,0 +1,57 @@
+"""Test-time freezing of contiguous blocks of layers (Raghu et al. 2020, Table 2).
+
+The model is meta-trained as usual; at test time the inner loop leaves layers 1..j of the body
+unchanged (j = 0 .. all) and adapts the rest. Accuracy that does not drop as more layers are
+frozen means the body's features are reused rather than learned in the inner loop. Each row is
+``metajax eval DIR --freeze 1,..,j`` (``metajax.training.loop.evaluate_run``) on the same tasks.
+"""
+from __future__ import annotations
+
+import time
+
+from metajax.algorithms.registry import MASKABLE
+from metajax.analysis import plots
+from metajax.training.loop import evaluate_run
+
+
+def freeze_study(trained, *, tasks: int = 600, inner_steps: int | None = None, seed: int = 0,
+                 data_dir: str | None = None) -> dict:
+    """Accuracy with nothing, layer 1, layers 1-2, ... up to the whole body frozen at test time.
+
+    Args:
+      trained: a :class:`metajax.analysis.runs.TrainedRun` (its newest checkpoint is scored).
+      tasks: number of test tasks per row (the same tasks for every row).
+      inner_steps: test-time adaptation steps (default: the run's ``eval_inner_steps``).
+      seed: selects the test tasks.
+      data_dir: override the run's data directory.
+
+    Raises:
+      ValueError: the run's algorithm never adapts the body (e.g. ANIL), so there is nothing to
+        freeze.
+    """
+    if trained.cfg.algo not in MASKABLE:
+        raise ValueError(f"--freeze: {trained.cfg.algo} does not adapt the body in its inner loop, "
+                         f"so freezing it changes nothing; use a run of {', '.join(MASKABLE)}")
+    tic = time.perf_counter()
+    depth = len(trained.model_params(trained.initial_meta_params())["body"])
+    rows = []
+    for j in range(depth + 1):
+        frozen = [str(i) for i in range(1, j + 1)]
+        result = evaluate_run(trained.workdir, tasks=tasks, inner_steps=inner_steps, seed=seed,
+                              freeze=frozen, data_dir=data_dir)
+        rows.append({**result, "block": ",".join(frozen) or "none"})
+    return {"study": "freeze", "run": str(trained.workdir), "algo": trained.cfg.algo,
+            "tasks": tasks, "seed": seed, "rows": rows, "seconds": time.perf_counter() - tic}
+
+
+def plot_freeze(result: dict, path) -> None:
+    """Accuracy (95% CI) per frozen block."""
+    rows = result["rows"]
+    metric = "accuracy" if "accuracy" in rows[0] else "mse"
+    plots.grouped_bars(path, [{
+        "title": f"frozen at test time ({rows[0]['inner_steps']} inner steps)",
+        "categories": [r["block"] for r in rows],
+        "series": {metric: ([r[metric] for r in rows], [r["ci95"] for r in rows])},
+        "ylabel": metric,
+        "ylim": (min(r[metric] - r["ci95"] for r in rows) - 0.02, 1.0) if metric == "accuracy" else None,
+    }], suptitle=f"{result['algo']}: {result['run']} ({result['tasks']} test tasks)")
