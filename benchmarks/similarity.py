@@ -13,6 +13,9 @@ comparison is one of execution, not of algorithms; their values are checked agai
 
     python benchmarks/similarity.py                    # table, then one JSON line
     python benchmarks/similarity.py --pairs 32 --repeats 5 --dtype float64 --json out.json
+
+On a machine shared with other jobs, OPENBLAS_NUM_THREADS=1 keeps NumPy's BLAS threads from
+spinning against XLA's.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import argparse
 import json
 import statistics
 import time
+import timeit
 
 import jax
 import jax.numpy as jnp
@@ -103,12 +107,8 @@ METRICS = {
 
 
 def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+    return statistics.median(timeit.repeat(lambda: jax.block_until_ready(fn()), number=1,
+                                           repeat=repeats))
 
 
 def _layer_pairs(num: int, n: int, p1: int, p2: int, dtype, seed: int = 0):
