@@ -87,7 +87,8 @@ def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_
         loss = objective.loss(pred, yq)
         return loss, _task_metrics(objective, pred, yq, loss, inner_losses)
 
-    def task_grad(meta, task):
+    def task_grad(meta, task, step=0):
+        del step  # not annealed
         return jax.grad(task_objective, has_aux=True)(meta, task, inner_steps, first_order)
 
     def adapt(meta, support, steps):
@@ -134,7 +135,8 @@ def anil(model, objective: Objective, *, inner_lr: float, inner_steps: int,
         loss = objective.loss(pred, yq)
         return loss, _task_metrics(objective, pred, yq, loss, inner_losses)
 
-    def task_grad(params, task):
+    def task_grad(params, task, step=0):
+        del step  # not annealed
         return jax.grad(task_objective, has_aux=True)(params, task, inner_steps, first_order)
 
     def adapt(params, support, steps):
@@ -158,7 +160,8 @@ def pretrain(model, objective: Objective, *, inner_lr: float, inner_steps: int =
     base = maml(model, objective, inner_lr=inner_lr, inner_steps=0, unroll=unroll)
     predict, _, _ = _model_fns(model)
 
-    def task_grad(params, task):
+    def task_grad(params, task, step=0):
+        del step  # not annealed
         (xs, ys), (xq, yq) = task
         x, y = jnp.concatenate([xs, xq]), jnp.concatenate([ys, yq])
 

@@ -39,7 +39,8 @@ def reptile(model, objective: Objective, *, inner_lr: float, inner_steps: int,
         x, y = batch
         return objective.loss(predict(params, x), y)
 
-    def task_grad(params, task):
+    def task_grad(params, task, step=0):
+        del step  # not annealed
         (xs, ys), (xq, yq) = task
         data = (jnp.concatenate([xs, xq]), jnp.concatenate([ys, yq]))
         # No gradient flows through the inner loop, so do not build second-order terms.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 CONFIGS = ("default", "sinusoid_pretrain", "omniglot_maml", "omniglot_fomaml", "omniglot_anil",
-           "miniimagenet_anil", "miniimagenet_anil_cpu", "omniglot_reptile", "omniglot_metasgd")
+           "miniimagenet_anil", "miniimagenet_anil_cpu", "omniglot_reptile", "omniglot_metasgd", "omniglot_mamlpp")
 
 
 def get_named_config(name: str):

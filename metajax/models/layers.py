@@ -49,18 +49,32 @@ def max_pool_2x2(x):
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-def batch_norm(x, scale, offset, *, eps: float = 1e-5):
-    """Batch norm with the statistics of the current batch only, as in the original MAML.
-
-    There are no running statistics: train and test use the batch at hand (transductive).
-    """
+def batch_moments(x):
+    """Per-channel mean and (biased) variance of a batch ``(B, H, W, C)``."""
     mean = x.mean(axis=(0, 1, 2))
-    var = jnp.square(x - mean).mean(axis=(0, 1, 2))
+    return mean, jnp.square(x - mean).mean(axis=(0, 1, 2))
+
+
+def batch_norm(x, scale, offset, *, mean=None, var=None, eps: float = 1e-5):
+    """Batch norm; by default with the statistics of the current batch, as in the original MAML.
+
+    There are no running statistics unless the caller passes ``mean`` and ``var`` (MAML++'s
+    per-step running statistics); without them train and test use the batch at hand
+    (transductive).
+    """
+    if mean is None or var is None:
+        mean, var = batch_moments(x)
     return (x - mean) * jax.lax.rsqrt(var + eps) * scale + offset
 
 
 class ConvBlock(nn.Module):
-    """3x3 conv -> batch norm -> ReLU -> (stride 2 | 2x2 max-pool) on a batch (B, H, W, C)."""
+    """3x3 conv -> batch norm -> ReLU -> (stride 2 | 2x2 max-pool) on a batch (B, H, W, C).
+
+    Batch norm normalises with the batch's own statistics, unless the variables passed to
+    ``apply`` hold a ``"bn_stats"`` collection (``{"mean", "var"}`` per block): then with those.
+    With ``mutable=["batch_stats"]`` the batch statistics used are returned (sown), which is how
+    MAML++ accumulates running statistics; otherwise sowing costs nothing.
+    """
 
     features: int
     downsample: Literal["stride", "pool"] = "stride"
@@ -75,7 +89,14 @@ class ConvBlock(nn.Module):
         offset = self.param("offset", nn.initializers.zeros, (self.features,))
         stride = 2 if self.downsample == "stride" else 1
         y = conv3x3(x, kernel.astype(x.dtype), stride=stride, impl=self.conv_impl) + bias
-        y = jax.nn.relu(batch_norm(y, scale, offset))
+        if self.has_variable("bn_stats", "mean"):
+            mean = self.get_variable("bn_stats", "mean")
+            var = self.get_variable("bn_stats", "var")
+        else:
+            mean, var = batch_moments(y)
+            self.sow("batch_stats", "mean", mean, reduce_fn=lambda _, v: v, init_fn=lambda: None)
+            self.sow("batch_stats", "var", var, reduce_fn=lambda _, v: v, init_fn=lambda: None)
+        y = jax.nn.relu(batch_norm(y, scale, offset, mean=mean, var=var))
         if self.downsample == "pool":
             y = max_pool_2x2(y)
         return y

@@ -6,13 +6,16 @@ import json
 from pathlib import Path
 
 OUTER_OPTIMIZERS = ("adam", "sgd")
+META_LR_SCHEDULES = ("constant", "cosine")
+# MAML++'s switches (Antoniou et al. 2019); each needs --algo mamlpp.
+MAMLPP_SWITCHES = ("msl", "bnwb", "bnrs", "lslr", "da_steps")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines a run. Named configs in ``metajax.configs`` override fields."""
 
-    algo: str = "maml"              # maml | fomaml | anil | reptile | metasgd | pretrain
+    algo: str = "maml"              # maml | fomaml | anil | reptile | metasgd | mamlpp | pretrain
     dataset: str = "sinusoid"       # sinusoid | omniglot | miniimagenet | cifar-fs | fc100
     data_dir: str | None = None     # None: $METAJAX_DATA_DIR
     source: str = "files"           # files (original archives) | tfds (prepared TFDS data)
@@ -28,6 +31,15 @@ class Config:
     inner_lr: float = 0.01
     meta_lr: float = 1e-3
     outer_optimizer: str = "adam"   # adam | sgd (Reptile's theta += beta * mean(W - theta))
+    meta_lr_schedule: str = "constant"  # constant | cosine (MAML++'s CA: cosine to min_meta_lr)
+    min_meta_lr: float = 1e-5
+    # MAML++ parts (--algo mamlpp); all off is plain MAML.
+    msl: bool = False               # multi-step loss ...
+    msl_anneal_steps: int = 5000    # ... annealed to the last step's loss over this many steps
+    bnwb: bool = False              # per-step batch-norm scale/offset
+    bnrs: bool = False              # per-step running batch-norm statistics (used at test time)
+    lslr: bool = False              # learned per-layer per-step inner rates
+    da_steps: int = 0               # derivative-order annealing: first order for this many steps
     steps: int = 20000
     seed: int = 0
     shard_tasks: bool = True        # split the task batch over all devices when there are several
@@ -70,11 +82,27 @@ class Config:
         if self.outer_optimizer not in OUTER_OPTIMIZERS:
             problems.append(f"unknown --outer-optimizer {self.outer_optimizer!r}; choose one of: "
                             f"{', '.join(OUTER_OPTIMIZERS)}")
+        if self.meta_lr_schedule not in META_LR_SCHEDULES:
+            problems.append(f"unknown --meta-lr-schedule {self.meta_lr_schedule!r}; choose one "
+                            f"of: {', '.join(META_LR_SCHEDULES)}")
+        if self.da_steps < 0 or self.msl_anneal_steps < 0:
+            problems.append("--da-steps and --msl-anneal-steps must be >= 0")
+        used = [f"--{name.replace('_', '-')}" for name in MAMLPP_SWITCHES if getattr(self, name)]
+        if used and self.algo != "mamlpp":
+            problems.append(f"{', '.join(used)} are MAML++ parts: use them with --algo mamlpp "
+                            f"(got --algo {self.algo})")
         if self.dataset != "sinusoid" and self.ways < 2:
             problems.append(f"--ways must be >= 2 for classification, got {self.ways}")
         if problems:
             raise ValueError("invalid configuration: " + "; ".join(problems))
         return self
+
+    def algorithm_options(self) -> dict:
+        """Keyword arguments of the algorithm's factory beyond the common ones."""
+        if self.algo != "mamlpp":
+            return {}
+        return {"msl": self.msl, "msl_anneal_steps": self.msl_anneal_steps, "bnwb": self.bnwb,
+                "bnrs": self.bnrs, "lslr": self.lslr}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

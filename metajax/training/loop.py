@@ -39,11 +39,16 @@ class _Run:
     def __init__(self, cfg: Config):
         self.cfg = cfg.validate()
         self.source = make_task_source(cfg)
-        self.learner = make_algorithm(cfg.algo, self.source.model, self.source.objective,
-                                      inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
-                                      unroll=cfg.unroll)
-        self.optimizer = {"adam": optax.adam, "sgd": optax.sgd}[cfg.outer_optimizer](cfg.meta_lr)
+        self.learner = self.make_learner()
+        self.optimizer = self.learner.outer(_outer_optimizer(cfg))
         self._eval_steps = {}  # (learner, inner_steps) -> jitted step, so validation compiles once
+
+    def make_learner(self, **changes):
+        """The run's algorithm; ``changes`` override its options (e.g. ``first_order=True``)."""
+        cfg = self.cfg
+        return make_algorithm(cfg.algo, self.source.model, self.source.objective,
+                              inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
+                              unroll=cfg.unroll, **{**cfg.algorithm_options(), **changes})
 
     def initial_state(self) -> TrainState:
         init_key, train_key = jax.random.split(jax.random.PRNGKey(self.cfg.seed))
@@ -117,6 +122,11 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False,
         state = replicate(state, mesh)
     meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample, cfg.meta_batch,
                                mesh=mesh)
+    # MAML++'s derivative-order annealing: a second compiled step, first order, for the first
+    # da_steps steps; switching between two compiled functions retraces nothing.
+    first_order_step = (make_meta_step(run.make_learner(first_order=True), run.optimizer,
+                                       run.source.sample, cfg.meta_batch, mesh=mesh)
+                        if cfg.da_steps > start else None)
     train_data = run.source.splits["train"]
     val_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), _VAL_STREAM)
     last_saved = start if existing else None
@@ -125,7 +135,8 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False,
                dynamic_ncols=True)
     tic, window_start = time.perf_counter(), start
     for step in range(start + 1, cfg.steps + 1):
-        state, metrics = meta_step(state, train_data)
+        step_fn = first_order_step if step <= cfg.da_steps else meta_step
+        state, metrics = step_fn(state, train_data)
         loss = float(metrics["outer/loss"])
         if not math.isfinite(loss):
             bar.close()
@@ -189,9 +200,7 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
     frozen = [_layer_path(params, layer) for layer in freeze]
     if frozen:
         mask = freeze_mask(params, frozen)
-        learner = make_algorithm(cfg.algo, run.source.model, run.source.objective,
-                                 inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
-                                 unroll=cfg.unroll, mask=mask)
+        learner = run.make_learner(mask=mask)
     if head == "nil":
         if cfg.dataset == "sinusoid":
             raise ValueError("--head nil needs a classification run (it votes with support labels)")
@@ -214,6 +223,15 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
         result.update(ways=cfg.ways, shots=cfg.shots)
     return result
 
+
+
+def _outer_optimizer(cfg: Config) -> optax.GradientTransformation:
+    """The outer optimiser, with a cosine-annealed rate under ``meta_lr_schedule="cosine"``."""
+    rate = cfg.meta_lr
+    if cfg.meta_lr_schedule == "cosine":
+        rate = optax.cosine_decay_schedule(cfg.meta_lr, cfg.steps,
+                                           alpha=min(cfg.min_meta_lr / cfg.meta_lr, 1.0))
+    return {"adam": optax.adam, "sgd": optax.sgd}[cfg.outer_optimizer](rate)
 
 
 def _layer_path(params, layer) -> str:

@@ -16,9 +16,12 @@ def sample_tasks(sample, keys, data):
     return jax.vmap(sample, in_axes=(0, None))(keys, data)
 
 
-def batch_task_grads(learner, params, tasks):
-    """Mean (pseudo-)meta-gradient and mean metrics of a batch of tasks (leading axis)."""
-    grads, metrics = jax.vmap(learner.task_grad, in_axes=(None, 0))(params, tasks)
+def batch_task_grads(learner, params, tasks, step=0):
+    """Mean (pseudo-)meta-gradient and mean metrics of a batch of tasks (leading axis).
+
+    ``step`` is the outer step, passed to every task's ``task_grad``.
+    """
+    grads, metrics = jax.vmap(learner.task_grad, in_axes=(None, 0, None))(params, tasks, step)
     mean = functools.partial(jnp.mean, axis=0)
     return jax.tree_util.tree_map(mean, grads), jax.tree_util.tree_map(mean, metrics)
 
@@ -40,7 +43,7 @@ def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, met
         tasks = sample_tasks(sample, jax.random.split(key, meta_batch), data)
         if mesh is not None:
             tasks = shard_tasks(tasks, mesh)
-        grads, metrics = batch_task_grads(learner, state.params, tasks)
+        grads, metrics = batch_task_grads(learner, state.params, tasks, state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**metrics, "outer/grad_norm": optax.tree.norm(grads)}
