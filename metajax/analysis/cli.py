@@ -2,8 +2,10 @@
 
     metajax analyze DIR --out OUT [--similarity cca,cka] [--freeze] [--weight-distance] [--rsa]
     metajax compare DIR1 DIR2 --out OUT [--similarity cca,cka]
+    metajax plot-lrs DIR [--out OUT] [--checkpoint STEP]
 
-Each study writes ``OUT/<study>.json`` and ``OUT/<study>.png``; nothing is written into DIR.
+Each study writes ``OUT/<study>.json`` and ``OUT/<study>.png``; analyze and compare write nothing
+into DIR, plot-lrs writes there unless given ``--out``.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-COMMANDS = ("analyze", "compare")
+COMMANDS = ("analyze", "compare", "plot-lrs")
 METRICS_HELP = "comma-separated: cca, svcca, pwcca, cka, cka_debiased, rbf_cka, rsa"
 
 
@@ -43,6 +45,12 @@ def add_analysis_commands(sub) -> None:
     compare.add_argument("--similarity", default="cca,cka", metavar="METRICS", help=METRICS_HELP)
     _add_common(compare)
 
+    lrs = sub.add_parser("plot-lrs", help="MAML++'s learned per-layer per-step inner rates (PNG)")
+    lrs.add_argument("workdir", help="run directory of `metajax train --algo mamlpp --lslr true`")
+    lrs.add_argument("--out", default=None,
+                     help="folder for learning_rates.json/.png (default: the run directory)")
+    lrs.add_argument("--checkpoint", type=int, default=None, help="step (default: the newest)")
+
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for the JSON and PNG files")
@@ -63,8 +71,14 @@ def run_analysis_command(args) -> None:
     from metajax.analysis.representations import make_metrics
     from metajax.analysis.runs import TrainedRun  # JAX and the data load only when a study runs
 
-    out = Path(args.out)
+    out = Path(args.out or args.workdir)
     out.mkdir(parents=True, exist_ok=True)
+    if args.command == "plot-lrs":
+        from metajax.analysis.learning_rates import learned_rates, plot_learned_rates
+
+        trained = TrainedRun(args.workdir)
+        _write(out, "learning_rates", learned_rates(trained, args.checkpoint), plot_learned_rates)
+        return
     if args.command == "compare":
         from metajax.analysis.compare import compare_runs, plot_compare
 
@@ -122,4 +136,5 @@ def _write(out: Path, name: str, result: dict, plot) -> None:
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
     plot(result, out / f"{name}.png")
     print(out / f"{name}.json")
-    print(f"{name}: {result['seconds']:.1f} s", file=sys.stderr)
+    if "seconds" in result:
+        print(f"{name}: {result['seconds']:.1f} s", file=sys.stderr)
