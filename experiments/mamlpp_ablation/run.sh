@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# MAML++ ablation on Omniglot 20-way 1-shot at a fixed CPU budget: MAML, MAML + each part, all parts.
+# Every variant gets the same number of meta-steps (sized for a 2-core CPU), then 600 test tasks.
+# Usage: bash experiments/mamlpp_ablation/run.sh [DATA_DIR] [OUT_DIR] [VARIANTS...]
+# Writes OUT_DIR/<variant>/ (run), OUT_DIR/<variant>.eval.json, OUT_DIR/<variant>.time (seconds);
+# then `python experiments/mamlpp_ablation/summarize.py OUT_DIR` prints the table.
+set -euo pipefail
+data_dir=${1:-../shared/data/omniglot}
+out=${2:-runs/mamlpp_ablation}
+shift 2 || true
+steps=${STEPS:-300}
+variants=("$@")
+[ ${#variants[@]} -gt 0 ] || variants=(maml msl bnwb bnrs lslr da ca all)
+common=(--config omniglot_maml --data-dir "$data_dir" --ways 20 --shots 1 --query 2
+        --meta-batch 8 --inner-steps 2 --eval-inner-steps 2 --inner-lr 0.4 --steps "$steps"
+        --eval-every "$steps" --eval-tasks 100 --checkpoint-every 100 --no-progress)
+anneal=$((steps / 3))  # MSL annealing and DA's first-order phase: the first third, as in the paper
+mkdir -p "$out"
+for v in "${variants[@]}"; do
+  case $v in
+    maml) parts=(--algo maml) ;;
+    msl)  parts=(--algo mamlpp --msl true --msl-anneal-steps "$anneal") ;;
+    bnwb) parts=(--algo mamlpp --bnwb true) ;;
+    bnrs) parts=(--algo mamlpp --bnrs true) ;;
+    lslr) parts=(--algo mamlpp --lslr true) ;;
+    da)   parts=(--algo mamlpp --da-steps "$anneal") ;;
+    ca)   parts=(--algo mamlpp --meta-lr-schedule cosine) ;;
+    all)  parts=(--algo mamlpp --msl true --msl-anneal-steps "$anneal" --bnwb true --bnrs true
+                 --lslr true --da-steps "$anneal" --meta-lr-schedule cosine) ;;
+    *) echo "unknown variant $v" >&2; exit 2 ;;
+  esac
+  [ -f "$out/$v.eval.json" ] && continue
+  start=$(date +%s)
+  metajax train "${common[@]}" "${parts[@]}" --workdir "$out/$v" \
+    $( [ -d "$out/$v/checkpoints" ] && echo --resume )
+  echo "$(( $(date +%s) - start ))" > "$out/$v.time"
+  metajax eval "$out/$v" --tasks 600 > "$out/$v.eval.json.tmp"
+  mv "$out/$v.eval.json.tmp" "$out/$v.eval.json"
+done
