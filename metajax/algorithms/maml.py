@@ -41,7 +41,8 @@ def _task_metrics(objective: Objective, pred, target, loss, inner_losses) -> dic
 
 
 def maml(model, objective: Objective, *, inner_lr: float, inner_steps: int,
-         first_order: bool = False, mask=None, unroll: int | bool = True) -> MetaLearner:
+         first_order: bool = False, mask=None, unroll: int | bool = True,
+         remat: bool = False) -> MetaLearner:
     """MAML: meta-learns an initialisation that a few SGD steps adapt to a new task.
 
     Args:
@@ -52,15 +53,16 @@ def maml(model, objective: Objective, *, inner_lr: float, inner_steps: int,
       first_order: FOMAML: treat inner gradients as constants.
       mask: which params the inner loop adapts (``None``: all); e.g. a freeze mask.
       unroll: ``lax.scan`` unrolling of the inner loop.
+      remat: recompute each inner step in the outer backward pass (memory flat in steps).
     """
     return gradient_based_learner(model, objective, inner_steps=inner_steps,
                                   lr_of=lambda params: inner_lr, first_order=first_order,
-                                  mask=mask, unroll=unroll)
+                                  mask=mask, unroll=unroll, remat=remat)
 
 
 def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_of,
                            first_order: bool = False, mask=None, unroll: int | bool = True,
-                           init=lambda params: params,
+                           remat: bool = False, init=lambda params: params,
                            params_of=lambda meta_params: meta_params) -> MetaLearner:
     """The MAML family: adapt all (masked) params by SGD, meta-learn through the inner loop.
 
@@ -78,7 +80,7 @@ def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_
 
     def adapt_with_losses(meta, support, steps, fo):
         return inner_loop(params_of(meta), batch_loss, support, inner_lr=lr_of(meta), steps=steps,
-                          mask=mask, first_order=fo, unroll=unroll)
+                          mask=mask, first_order=fo, unroll=unroll, remat=remat)
 
     def task_objective(meta, task, steps, fo):
         support, (xq, yq) = task
@@ -102,14 +104,14 @@ def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_
 
 
 def fomaml(model, objective: Objective, *, inner_lr: float, inner_steps: int, mask=None,
-           unroll: int | bool = True) -> MetaLearner:
+           unroll: int | bool = True, remat: bool = False) -> MetaLearner:
     """First-order MAML: the meta-gradient is grad L_Q at the adapted params."""
     return maml(model, objective, inner_lr=inner_lr, inner_steps=inner_steps, first_order=True,
-                mask=mask, unroll=unroll)
+                mask=mask, unroll=unroll, remat=remat)
 
 
 def anil(model, objective: Objective, *, inner_lr: float, inner_steps: int,
-         first_order: bool = False, unroll: int | bool = True) -> MetaLearner:
+         first_order: bool = False, unroll: int | bool = True, remat: bool = False) -> MetaLearner:
     """ANIL (Almost No Inner Loop): MAML whose inner loop adapts only ``params["head"]``.
 
     Equal to ``maml(..., mask=head_only_mask(params))`` in value and gradient, but the body's
@@ -126,7 +128,7 @@ def anil(model, objective: Objective, *, inner_lr: float, inner_steps: int,
         xs, ys = support
         features = embed(params["body"], xs)
         return inner_loop(params["head"], head_loss, (features, ys), inner_lr=inner_lr,
-                          steps=steps, first_order=fo, unroll=unroll)
+                          steps=steps, first_order=fo, unroll=unroll, remat=remat)
 
     def task_objective(params, task, steps, fo):
         support, (xq, yq) = task

@@ -85,7 +85,8 @@ def _initial_stats(params):
 def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
            msl: bool = False, msl_anneal_steps: int = 0, bnwb: bool = False,
            bnrs: bool = False, lslr: bool = False, first_order: bool = False,
-           bn_momentum: float = 0.1, unroll: int | bool = True) -> MetaLearner:
+           bn_momentum: float = 0.1, unroll: int | bool = True,
+           remat: bool = False) -> MetaLearner:
     """MAML++ with the parts selected by the switches (all off: MAML).
 
     Args:
@@ -99,6 +100,7 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
       first_order: drop second-order terms (DA's first phase).
       bn_momentum: m of the running statistics' update stats <- (1 - m) stats + m batch_stats.
       unroll: ``lax.scan`` unrolling of the inner loop.
+      remat: recompute each inner step in the outer backward pass (``jax.checkpoint``).
 
     Returns:
       A ``MetaLearner`` whose ``task_grad`` takes the outer step (for MSL's annealing) and whose
@@ -169,6 +171,8 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
                 outputs["query_loss"] = objective.loss(out_q, yq)
             return theta, outputs
 
+        if remat:
+            step = jax.checkpoint(step)
         theta, per_step = jax.lax.scan(step, meta["params"], jnp.arange(steps), unroll=unroll)
         pred, final_stats = forward(meta, theta, steps, xq, running)
         loss = objective.loss(pred, yq)

@@ -16,7 +16,8 @@ from metajax.algorithms.objectives import Objective
 
 
 def metasgd(model, objective: Objective, *, inner_lr: float, inner_steps: int,
-            first_order: bool = False, mask=None, unroll: int | bool = True) -> MetaLearner:
+            first_order: bool = False, mask=None, unroll: int | bool = True,
+            remat: bool = False) -> MetaLearner:
     """Meta-SGD; arguments as :func:`metajax.algorithms.maml` (``inner_lr`` is alpha's start)."""
     def init(params):
         return {"params": params,
@@ -24,5 +25,5 @@ def metasgd(model, objective: Objective, *, inner_lr: float, inner_steps: int,
 
     return gradient_based_learner(model, objective, inner_steps=inner_steps,
                                   lr_of=lambda meta: meta["inner_lr"], first_order=first_order,
-                                  mask=mask, unroll=unroll, init=init,
+                                  mask=mask, unroll=unroll, remat=remat, init=init,
                                   params_of=lambda meta: meta["params"])

@@ -31,7 +31,8 @@ def _lr_tree(inner_lr, params: PyTree, mask: PyTree | None) -> PyTree:
 
 
 def inner_loop(params: PyTree, loss_fn: LossFn, support, *, inner_lr, steps: int,
-               mask: PyTree | None = None, first_order: bool = False, unroll: int | bool = 1):
+               mask: PyTree | None = None, first_order: bool = False, unroll: int | bool = 1,
+               remat: bool = False):
     """Adapts ``params`` to one task and also returns the support loss seen at each step.
 
     theta_0 = params,  theta_{t+1} = theta_t - alpha * grad_theta L_support(theta_t),  t < steps,
@@ -49,6 +50,9 @@ def inner_loop(params: PyTree, loss_fn: LossFn, support, *, inner_lr, steps: int
       first_order: treat inner gradients as constants.
       unroll: passed to ``lax.scan``. Unrolling lets XLA fuse across steps; on CPU rolled loops
         of convolution gradients are much slower (see the performance notes).
+      remat: rematerialise each inner step (``jax.checkpoint``): the outer backward pass
+        recomputes a step's activations instead of storing them, so the memory of a second-order
+        meta-gradient stays nearly flat in ``steps`` at the price of about one more forward pass.
 
     Returns:
       ``(adapted_params, losses)`` with ``losses[t] = L_support(theta_t)``, shape ``(steps,)``.
@@ -68,22 +72,26 @@ def inner_loop(params: PyTree, loss_fn: LossFn, support, *, inner_lr, steps: int
         theta = jax.tree_util.tree_map(lambda p, g, a: p - a * g, theta, grads, lrs)
         return theta, loss
 
+    if remat:
+        step = jax.checkpoint(step)
     adapted, losses = jax.lax.scan(step, adapted, None, length=steps, unroll=unroll)
     return combine(adapted, frozen), losses
 
 
 def adapt(params: PyTree, loss_fn: LossFn, support, *, inner_lr, steps: int,
-          mask: PyTree | None = None, first_order: bool = False, unroll: int | bool = 1) -> PyTree:
+          mask: PyTree | None = None, first_order: bool = False, unroll: int | bool = 1,
+          remat: bool = False) -> PyTree:
     """Returns the params after ``steps`` inner SGD steps on ``loss_fn(params, support)``.
 
     See :func:`inner_loop` for the arguments; this drops the per-step losses.
     """
     return inner_loop(params, loss_fn, support, inner_lr=inner_lr, steps=steps, mask=mask,
-                      first_order=first_order, unroll=unroll)[0]
+                      first_order=first_order, unroll=unroll, remat=remat)[0]
 
 
 def meta_loss(params: PyTree, loss_fn: LossFn, task, *, inner_lr, steps: int,
-              mask: PyTree | None = None, first_order: bool = False, unroll: int | bool = 1):
+              mask: PyTree | None = None, first_order: bool = False, unroll: int | bool = 1,
+              remat: bool = False):
     """The MAML objective of one task: L_query(adapt(params, support)).
 
     ``jax.grad`` of this is the MAML meta-gradient: second order (it differentiates through the
@@ -97,5 +105,5 @@ def meta_loss(params: PyTree, loss_fn: LossFn, task, *, inner_lr, steps: int,
     """
     support, query = task
     adapted = adapt(params, loss_fn, support, inner_lr=inner_lr, steps=steps, mask=mask,
-                    first_order=first_order, unroll=unroll)
+                    first_order=first_order, unroll=unroll, remat=remat)
     return loss_fn(adapted, query)

@@ -9,6 +9,8 @@ OUTER_OPTIMIZERS = ("adam", "sgd")
 META_LR_SCHEDULES = ("constant", "cosine")
 # MAML++'s switches (Antoniou et al. 2019); each needs --algo mamlpp.
 MAMLPP_SWITCHES = ("msl", "bnwb", "bnrs", "lslr", "da_steps")
+# Algorithms whose meta-gradient goes through the inner loop, where rematerialisation applies.
+REMAT_ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "mamlpp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Config:
     seed: int = 0
     shard_tasks: bool = True        # split the task batch over all devices when there are several
     unroll: bool = True             # unroll the inner-loop scan (fast on CPU, slower to compile)
+    remat: bool = False             # recompute inner steps in the backward pass (memory flat in steps)
     log_every: int = 50
     eval_every: int = 1000
     eval_tasks: int = 100           # validation tasks per periodic evaluation
@@ -91,6 +94,9 @@ class Config:
         if used and self.algo != "mamlpp":
             problems.append(f"{', '.join(used)} are MAML++ parts: use them with --algo mamlpp "
                             f"(got --algo {self.algo})")
+        if self.remat and self.algo not in REMAT_ALGORITHMS:
+            problems.append(f"--remat true needs an algorithm that differentiates through its "
+                            f"inner loop ({', '.join(REMAT_ALGORITHMS)}); {self.algo} does not")
         if self.dataset != "sinusoid" and self.ways < 2:
             problems.append(f"--ways must be >= 2 for classification, got {self.ways}")
         if problems:
@@ -99,9 +105,10 @@ class Config:
 
     def algorithm_options(self) -> dict:
         """Keyword arguments of the algorithm's factory beyond the common ones."""
+        options = {"remat": True} if self.remat else {}
         if self.algo != "mamlpp":
-            return {}
-        return {"msl": self.msl, "msl_anneal_steps": self.msl_anneal_steps, "bnwb": self.bnwb,
+            return options
+        return {**options, "msl": self.msl, "msl_anneal_steps": self.msl_anneal_steps, "bnwb": self.bnwb,
                 "bnrs": self.bnrs, "lslr": self.lslr}
 
     def to_json(self) -> str:
