@@ -12,8 +12,10 @@ import pytest
 from metajax import cli
 from metajax.algorithms import classification, maml, mamlpp, msl_weights, regression
 from metajax.data.episodes import sample_episode
+from metajax.data.sinusoid import sample_sinusoid_task
 from metajax.models import build_model, init_params
-from metajax.training import Config, restore_checkpoint, train_and_evaluate
+from metajax.training import (Config, create_train_state, restore_checkpoint, save_checkpoint,
+                              train_and_evaluate)
 from metajax.training import loop as loop_module
 from metajax.training.steps import make_meta_step
 
@@ -32,6 +34,15 @@ def _setup(dtype=jnp.float32, seed=1):
     return model, cast(params), cast(task), sample, images
 
 
+def _mlp_setup(dtype=jnp.float32, seed=1):
+    """A 5-shot sinusoid task and a small MLP: compiles in a fraction of a Conv4's time."""
+    model = build_model("mlp", 1, hidden=8)
+    params = init_params(model, jax.random.PRNGKey(0), jnp.zeros((4, 1)))
+    task = sample_sinusoid_task(jax.random.PRNGKey(seed), shots=5, queries=5)
+    cast = lambda t: jax.tree_util.tree_map(lambda a: a.astype(dtype), t)
+    return model, cast(params), cast(task)
+
+
 def _leaves(tree):
     return jax.tree_util.tree_leaves(tree)
 
@@ -44,8 +55,8 @@ def _close(a, b, **tol):
 def test_all_parts_off_is_maml():
     with jax.enable_x64(True):
         model, params, task, *_ = _setup(jnp.float64)
-        plus = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S)
-        ref = maml(model, classification(), inner_lr=0.3, inner_steps=S)
+        plus = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, unroll=1)
+        ref = maml(model, classification(), inner_lr=0.3, inner_steps=S, unroll=1)
         meta = plus.init(params)
         g, m = jax.jit(plus.task_grad)(meta, task)
         g_ref, m_ref = jax.jit(ref.task_grad)(params, task)
@@ -65,12 +76,14 @@ def test_msl_weights_anneal_from_uniform_to_last_step():
 
 
 def test_msl_objective_is_weighted_query_loss_after_every_step():
-    model, params, task, *_ = _setup()
-    plus = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, msl=True,
+    model, params, task = _mlp_setup()
+    plus = mamlpp(model, regression(), inner_lr=0.05, inner_steps=S, msl=True,
                   msl_anneal_steps=10)
     meta = plus.init(params)
-    per_step = [jax.jit(maml(model, classification(), inner_lr=0.3, inner_steps=k).evaluate,
-                        static_argnums=2)(params, task, k)["outer/loss"] for k in range(1, S + 1)]
+    evaluators = [maml(model, regression(), inner_lr=0.05, inner_steps=k).evaluate
+                  for k in range(1, S + 1)]
+    per_step = [jax.jit(f, static_argnums=2)(params, task, k)["outer/loss"]
+                for k, f in enumerate(evaluators, 1)]
     task_grad = jax.jit(plus.task_grad)
     for step in (0, 4, 10):
         _, metrics = task_grad(meta, task, step)
@@ -83,7 +96,8 @@ def test_msl_objective_is_weighted_query_loss_after_every_step():
 def bn_run():
     """MAML++ with BNWB + BNRS on the tiny Conv4, with its task_grad compiled once for the module."""
     model, params, task, *_ = _setup()
-    plus = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, bnrs=True, bnwb=True)
+    plus = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, unroll=1, bnrs=True,
+                  bnwb=True)
     return model, plus, plus.init(params), task, jax.jit(plus.task_grad)
 
 
@@ -151,10 +165,10 @@ def test_bnrs_running_statistics_are_a_moving_average_of_batch_statistics(bn_run
 
 def test_lslr_rates_are_per_tensor_per_step_with_exact_meta_gradient():
     with jax.enable_x64(True):
-        model, params, task, *_ = _setup(jnp.float64)
-        plus = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, lslr=True)
+        model, params, task = _mlp_setup(jnp.float64)
+        plus = mamlpp(model, regression(), inner_lr=0.05, inner_steps=S, lslr=True)
         meta = plus.init(params)
-        assert meta["lslr"]["body"]["conv2"]["kernel"].shape == (S,)
+        assert meta["lslr"]["body"]["dense2"]["kernel"].shape == (S,)
         assert meta["lslr"]["head"]["bias"].dtype == jnp.float64
         grads, _ = jax.jit(plus.task_grad)(meta, task)
         leaves, treedef = jax.tree_util.tree_flatten(meta["lslr"])
@@ -188,32 +202,23 @@ def test_lslr_negative_rate_steps_uphill():
 
 
 def test_first_order_mamlpp_drops_second_order_terms():
-    model, params, task, *_ = _setup()
-    second = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, lslr=True)
-    first = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, lslr=True,
+    model, params, task = _mlp_setup()
+    second = mamlpp(model, regression(), inner_lr=0.05, inner_steps=S, lslr=True)
+    first = mamlpp(model, regression(), inner_lr=0.05, inner_steps=S, lslr=True,
                    first_order=True)
     meta = second.init(params)
     g2, _ = jax.jit(second.task_grad)(meta, task)
     g1, _ = jax.jit(first.task_grad)(meta, task)
-    assert not np.allclose(g1["params"]["body"]["conv1"]["kernel"],
-                           g2["params"]["body"]["conv1"]["kernel"])
-    # first order: the head's last-step gradient equals the query gradient at the adapted weights
-    fo = maml(model, classification(), inner_lr=0.3, inner_steps=S, first_order=True)
+    assert not np.allclose(g1["params"]["body"]["dense1"]["kernel"],
+                           g2["params"]["body"]["dense1"]["kernel"])
+    # with equal rates, first-order MAML++ is FOMAML
+    fo = maml(model, regression(), inner_lr=0.05, inner_steps=S, first_order=True)
     g_fo, _ = jax.jit(fo.task_grad)(params, task)
     _close(g1["params"], g_fo, rtol=1e-4, atol=1e-6)
 
 
-def _omniglot_cfg(omniglot_data_dir, **changes):
-    base = dict(algo="mamlpp", dataset="omniglot", data_dir=str(omniglot_data_dir), ways=3,
-                shots=1, query=2, meta_batch=2, inner_steps=1, eval_inner_steps=1, inner_lr=0.4,
-                hidden=4, steps=3, log_every=1, eval_every=3, eval_tasks=2, eval_batch=2,
-                checkpoint_every=3, msl=True, msl_anneal_steps=3, bnwb=True, bnrs=True,
-                lslr=True, da_steps=1, meta_lr_schedule="cosine")
-    return Config(**{**base, **changes})
-
-
-def test_derivative_order_annealing_uses_two_compiled_steps_without_retracing(
-        tmp_path, omniglot_data_dir, monkeypatch):
+def test_derivative_order_annealing_uses_two_compiled_steps_without_retracing(tmp_path,
+                                                                            monkeypatch):
     built = []
 
     def recording(*args, **kwargs):
@@ -222,25 +227,38 @@ def test_derivative_order_annealing_uses_two_compiled_steps_without_retracing(
         return step
 
     monkeypatch.setattr(loop_module, "make_meta_step", recording)
-    train_and_evaluate(_omniglot_cfg(omniglot_data_dir), tmp_path, progress=False)
+    cfg = Config(algo="mamlpp", inner_steps=2, eval_inner_steps=2, meta_batch=2, steps=4,
+                 log_every=1, eval_every=4, eval_tasks=2, eval_batch=2, checkpoint_every=2,
+                 msl=True, msl_anneal_steps=4, lslr=True, da_steps=2, meta_lr_schedule="cosine")
+    state = train_and_evaluate(cfg, tmp_path, progress=False)
     assert len(built) == 2  # second order, and first order for steps 1..da_steps
     assert [f._cache_size() for f in built] == [1, 1]
-    # all parts are checkpointed and restored with the rest
-    cfg = _omniglot_cfg(omniglot_data_dir)
-    run = loop_module._Run(cfg)
-    state, step = run.restore(tmp_path)
-    assert step == 3 and set(state.params) == {"params", "bn", "lslr", "bn_stats"}
-    assert not np.allclose(state.params["lslr"]["head"]["kernel"], 0.4)
-    assert not np.allclose(state.params["bn_stats"]["body"]["conv1"]["var"], 1.0)
-    fresh = run.initial_state()
-    restored, _ = restore_checkpoint(tmp_path, fresh)
-    _close(restored.params, state.params)
+    assert not np.allclose(state.params["lslr"]["head"]["kernel"], cfg.inner_lr)
     # metajax plot-lrs draws the learned rates
     assert cli.main(["plot-lrs", str(tmp_path), "--out", str(tmp_path / "lrs")]) == 0
     rates = json.loads((tmp_path / "lrs" / "learning_rates.json").read_text())["rates"]
-    assert set(rates) >= {"body/conv1/kernel", "head/bias"} and len(rates["head/bias"]) == 1
+    assert set(rates) == {f"{part}/{leaf}" for part in ("body/dense1", "body/dense2", "head")
+                          for leaf in ("kernel", "bias")}
     np.testing.assert_allclose(rates["head/kernel"], state.params["lslr"]["head"]["kernel"])
     assert (tmp_path / "lrs" / "learning_rates.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_per_step_batch_norm_and_rates_are_checkpointed_with_the_rest(tmp_path):
+    model, params, *_ = _setup()
+    learner = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, bnwb=True, bnrs=True,
+                     lslr=True)
+    optimizer = learner.outer(optax.adam(1e-3))
+    template = create_train_state(learner, optimizer, params, jax.random.PRNGKey(0))
+    assert set(template.params) == {"params", "bn", "lslr", "bn_stats"}
+    keys = iter(jax.random.split(jax.random.PRNGKey(1), 100))
+    trained = template.replace(step=template.step + 7, params=jax.tree_util.tree_map(
+        lambda p: p + jax.random.normal(next(keys), p.shape), template.params))
+    save_checkpoint(tmp_path, trained, 7)
+    restored, step = restore_checkpoint(tmp_path, template)
+    assert step == 7
+    _close(restored.params, trained.params)
+    assert not np.allclose(restored.params["bn_stats"]["body"]["conv2"]["var"],
+                           template.params["bn_stats"]["body"]["conv2"]["var"])
 
 
 def test_plot_lrs_on_a_run_without_learned_rates_is_a_clear_error(tmp_path, capsys):

@@ -164,7 +164,10 @@ def test_every_named_config_runs_one_step(name, tmp_path, omniglot_data_dir,
                                           miniimagenet_data_dir):
     cfg = get_named_config(name)
     data_dirs = {"omniglot": omniglot_data_dir, "miniimagenet": miniimagenet_data_dir}
-    cfg = cfg.replace(steps=1, eval_tasks=2, eval_batch=2, meta_batch=2,
+    # Small sizes (the config's own model, algorithm and switches, fewer filters and one
+    # validation step): the test is that every config builds, steps, validates and checkpoints.
+    cfg = cfg.replace(steps=1, eval_tasks=2, eval_batch=2, meta_batch=2, eval_inner_steps=1,
+                      hidden=8 if cfg.dataset != "sinusoid" else cfg.hidden,
                       data_dir=str(data_dirs[cfg.dataset]) if cfg.dataset in data_dirs else None)
     state = _train(tmp_path, cfg)
     assert int(state.step) == 1
