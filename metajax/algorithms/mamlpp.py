@@ -171,7 +171,7 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
             theta = jax.tree_util.tree_map(lambda p, g, a: p - a * g, theta, grads,
                                            rate(meta, i))
             outputs = {"loss": loss}
-            if bnrs:
+            if bnrs and not running:  # only training updates the running statistics
                 outputs["stats"] = stats
             if weights is not None:  # MSL: the query loss of theta_{i+1}
                 out_q, _ = forward(meta, theta, i + 1, xq, running)
