@@ -10,6 +10,10 @@ outputs + temporaries; CPU devices report no live peak).
     python benchmarks/meta_step.py --workloads omniglot-20w1s --algos maml --sweep inner-steps \
         --remat both        # cost and memory growth in inner steps, with and without remat
     python benchmarks/meta_step.py --workloads omniglot-20w1s --algos maml --sweep meta-batch
+    python benchmarks/meta_step.py --workloads omniglot-20w1s --algos maml --devices 1,4
+        # task batch sharded over 1 and 4 devices in one run (forces 4 host devices on a CPU)
+    python benchmarks/meta_step.py --workloads omniglot-20w1s --peer learn2learn
+        # learn2learn on the same shapes in the same run, and metajax's speed ratio over it
 
 Data are random images of the real shapes (timing does not depend on pixel values).
 """
@@ -18,7 +22,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
+import sys
 import time
 
 import jax
@@ -29,6 +35,7 @@ from metajax.algorithms import classification, make_algorithm
 from metajax.data.episodes import sample_episode
 from metajax.models import build_model, init_params
 from metajax.training import create_train_state, make_eval_step, make_meta_step
+from metajax.training.sharding import replicate, task_mesh
 
 # name: (model, image shape, ways, shots, queries, meta_batch, inner_steps, inner_lr)
 WORKLOADS = {
@@ -54,7 +61,7 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def bench(workload: str, algo: str, *, repeats: int, conv_impl: str, unroll,
           meta_batch: int | None = None, inner_steps: int | None = None,
-          remat: bool = False, adapt: bool = True, timing: bool = True) -> dict:
+          remat: bool = False, adapt: bool = True, timing: bool = True, devices: int = 1) -> dict:
     model_name, shape, ways, shots, queries, default_batch, default_steps, inner_lr = \
         WORKLOADS[workload]
     meta_batch = meta_batch or default_batch
@@ -70,7 +77,11 @@ def bench(workload: str, algo: str, *, repeats: int, conv_impl: str, unroll,
     params = init_params(model, jax.random.PRNGKey(1), jnp.zeros((ways * shots, *shape)))
     state = create_train_state(learner, optimizer, params, jax.random.PRNGKey(2))
 
-    meta_step = make_meta_step(learner, optimizer, sample, meta_batch)
+    mesh = None
+    if devices > 1:
+        mesh = task_mesh(jax.devices()[:devices])
+        state, images = replicate(state, mesh), replicate(images, mesh)
+    meta_step = make_meta_step(learner, optimizer, sample, meta_batch, mesh=mesh)
     tic = time.perf_counter()
     compiled = meta_step.lower(state, images).compile()
     compile_s = time.perf_counter() - tic
@@ -96,10 +107,41 @@ def bench(workload: str, algo: str, *, repeats: int, conv_impl: str, unroll,
         adapt_s = _median_seconds(lambda: eval_step(box[0].params, images, keys), repeats)
     return {"workload": workload, "algo": algo, "backend": jax.default_backend(),
             "conv_impl": conv_impl, "meta_batch": meta_batch, "inner_steps": inner_steps,
-            "remat": remat, "unroll": unroll,
+            "remat": remat, "unroll": unroll, "devices": devices,
             "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
             "tasks_per_s": round(meta_batch / step_s, 2),
             "adapt10_s_per_batch": round(adapt_s, 4), "memory_mb": mem_mb and round(mem_mb, 1)}
+
+
+def _ensure_devices(count: int) -> None:
+    """Re-executes this script with ``count`` forced host devices when a CPU has fewer.
+
+    XLA reads the flag once, when the backend starts, so it cannot be set from inside the run.
+    """
+    if jax.device_count() >= count:
+        return
+    if jax.default_backend() != "cpu":
+        raise SystemExit(f"--devices asks for {count} devices; this {jax.default_backend()} "
+                         f"has {jax.device_count()}")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        raise SystemExit(f"--devices asks for {count} devices but XLA_FLAGS gives "
+                         f"{jax.device_count()}; raise --xla_force_host_platform_device_count")
+    env = {**os.environ,
+           "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={count}".strip()}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def _peer_row(workload: str, algo: str, args) -> dict | None:
+    """learn2learn on ``workload``'s shapes, or None (with the reason printed) when unavailable."""
+    import peer_learn2learn  # beside this file; imports torch only when called
+
+    reason = peer_learn2learn.available()
+    if reason is not None:
+        print(f"# peer learn2learn not run: {reason}", flush=True)
+        return None
+    return {"workload": workload, **peer_learn2learn.bench(
+        *WORKLOADS[workload], algo, repeats=args.repeats, threads=args.torch_threads)}
 
 
 def main(argv=None) -> None:
@@ -116,30 +158,58 @@ def main(argv=None) -> None:
                         help="cost growth: vary meta-batch (1..64) or inner steps (1..10)")
     parser.add_argument("--compile-only", action="store_true",
                         help="compile time and memory only (XLA's analysis needs no run)")
+    parser.add_argument("--devices", default="1",
+                        help="comma-separated device counts to shard the task batch over, e.g. "
+                             "1,4; a CPU with fewer devices is given forced host devices")
+    parser.add_argument("--peer", default=None, choices=("learn2learn",),
+                        help="also time learn2learn (torch) on the same shapes and print "
+                             "metajax's tasks/s over the peer's")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads for the peer (default: torch's choice)")
     args = parser.parse_args(argv)
     unroll = True if args.unroll == "true" else 1
     remats = {"false": [False], "true": [True], "both": [False, True]}[args.remat]
+    device_counts = [int(n) for n in args.devices.split(",")]
+    _ensure_devices(max(device_counts))
     values = SWEEPS[args.sweep] if args.sweep else [None]
-    rows = []
-    header = (f"{'workload':<20}{'algo':<8}{'batch':>6}{'steps':>6}{'remat':>6}{'compile s':>10}"
-              f"{'s/step':>9}{'tasks/s':>9}{'adapt10 s':>11}{'MB':>9}")
+    rows, peers = [], []
+    header = (f"{'workload':<20}{'algo':<8}{'dev':>4}{'batch':>6}{'steps':>6}{'remat':>6}"
+              f"{'compile s':>10}{'s/step':>9}{'tasks/s':>9}{'adapt10 s':>11}{'MB':>9}")
     print(header)
     for workload in args.workloads.split(","):
         for algo in args.algos.split(","):
             for value in values:
                 for remat in remats:
-                    overrides = {} if value is None else {
-                        "meta_batch" if args.sweep == "meta-batch" else "inner_steps": value}
-                    row = bench(workload, algo, repeats=args.repeats, conv_impl=args.conv_impl,
-                                unroll=unroll, remat=remat, adapt=args.sweep is None,
-                                timing=not args.compile_only, **overrides)
-                    rows.append(row)
-                    print(f"{workload:<20}{algo:<8}{row['meta_batch']:>6}{row['inner_steps']:>6}"
-                          f"{'yes' if remat else 'no':>6}{row['compile_s']:>10.1f}"
-                          f"{row['step_s']:>9.3f}{row['tasks_per_s']:>9.1f}"
-                          f"{row['adapt10_s_per_batch']:>11.3f}"
-                          f"{row['memory_mb'] or float('nan'):>9.1f}", flush=True)
-    print(json.dumps(rows))
+                    for devices in device_counts:
+                        overrides = {} if value is None else {
+                            "meta_batch" if args.sweep == "meta-batch" else "inner_steps": value}
+                        row = bench(workload, algo, repeats=args.repeats,
+                                    conv_impl=args.conv_impl, unroll=unroll, remat=remat,
+                                    adapt=args.sweep is None and devices == 1,
+                                    timing=not args.compile_only,
+                                    devices=devices, **overrides)
+                        rows.append(row)
+                        print(f"{workload:<20}{algo:<8}{devices:>4}{row['meta_batch']:>6}"
+                              f"{row['inner_steps']:>6}{'yes' if remat else 'no':>6}"
+                              f"{row['compile_s']:>10.1f}{row['step_s']:>9.3f}"
+                              f"{row['tasks_per_s']:>9.1f}{row['adapt10_s_per_batch']:>11.3f}"
+                              f"{row['memory_mb'] or float('nan'):>9.1f}", flush=True)
+            if args.peer:
+                peer = _peer_row(workload, algo, args)
+                if peer is not None:
+                    ours = next(r for r in reversed(rows) if r["workload"] == workload
+                                and r["algo"] == algo and r["devices"] == 1)
+                    peer["metajax_speedup"] = round(ours["tasks_per_s"] / peer["tasks_per_s"], 2)
+                    peer["metajax_adapt_speedup"] = round(
+                        peer["adapt10_s_per_batch"] / ours["adapt10_s_per_batch"], 2)
+                    peers.append(peer)
+                    print(f"{'  learn2learn':<20}{algo:<8}{'':>4}{peer['meta_batch']:>6}"
+                          f"{peer['inner_steps']:>6}{'':>6}{peer['first_step_s']:>10.1f}"
+                          f"{peer['step_s']:>9.3f}{peer['tasks_per_s']:>9.1f}"
+                          f"{peer['adapt10_s_per_batch']:>11.3f}{'':>9}   metajax "
+                          f"{peer['metajax_speedup']:.2f}x tasks/s, "
+                          f"{peer['metajax_adapt_speedup']:.2f}x adaptation", flush=True)
+    print(json.dumps(rows + peers))
 
 
 if __name__ == "__main__":

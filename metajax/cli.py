@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "labels; zero (--benchmark only): a zero-initialised head, adapted")
     ev.add_argument("--freeze", default="",
                     help="comma-separated body layers not adapted at test time, e.g. 1,2,3,4")
+    ev.add_argument("--bn-stats", default=None, choices=("running", "batch"),
+                    help="MAML++ with BNRS only: normalise test queries with the learned running "
+                         "statistics (default) or with the query batch's own (transductive)")
     add_benchmark_flags(ev)
     add_data_command(sub)
     add_analysis_commands(sub)
@@ -141,7 +144,7 @@ def main(argv=None) -> int:
                                   split=args.split, seed=args.seed, batch=args.batch,
                                   head=args.head,
                                   freeze=[x for x in args.freeze.split(",") if x.strip()],
-                                  data_dir=args.data_dir)
+                                  bn_stats=args.bn_stats, data_dir=args.data_dir)
             print(json.dumps(result))
         elif args.command in ANALYSIS_COMMANDS:
             run_analysis_command(args)

@@ -144,6 +144,30 @@ def test_bnrs_test_predictions_of_a_query_example_ignore_the_other_queries(bn_ru
     np.testing.assert_allclose(full[0], swapped[0], rtol=1e-5, atol=1e-6)
 
 
+def test_bnrs_batch_test_statistics_evaluate_as_without_running_statistics(bn_run):
+    model, plus, meta, task, _ = bn_run
+    meta = dict(meta)
+    meta["bn_stats"] = jax.tree_util.tree_map(lambda s: s + 0.1, meta["bn_stats"])
+    batch = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, unroll=1, bnrs=True,
+                   bnwb=True, test_stats="batch")
+    no_bnrs = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, unroll=1, bnwb=True)
+    without = {k: v for k, v in meta.items() if k != "bn_stats"}
+    got = jax.jit(batch.evaluate, static_argnums=2)(meta, task, S)
+    want = jax.jit(no_bnrs.evaluate, static_argnums=2)(without, task, S)
+    running = jax.jit(plus.evaluate, static_argnums=2)(meta, task, S)
+    np.testing.assert_allclose(got["outer/loss"], want["outer/loss"], rtol=1e-5)
+    assert not np.allclose(got["outer/loss"], running["outer/loss"], rtol=1e-3)
+    with pytest.raises(ValueError, match="use 'running' or 'batch'"):
+        mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, test_stats="query")
+
+
+def test_eval_bn_stats_on_a_run_without_bnrs_is_a_clear_error(tmp_path, capsys):
+    train_and_evaluate(Config(steps=1, meta_batch=2, eval_tasks=2, eval_batch=2), tmp_path,
+                       progress=False)
+    assert cli.main(["eval", str(tmp_path), "--tasks", "2", "--bn-stats", "batch"]) == 2
+    assert "--bn-stats applies to MAML++ runs trained with --bnrs true" in capsys.readouterr().err
+
+
 def test_bnrs_running_statistics_are_a_moving_average_of_batch_statistics(bn_run):
     model, plus, meta, task, task_grad = bn_run
     optimizer = plus.outer(optax.adam(1e-3))

@@ -11,7 +11,9 @@ With every switch off this is MAML (tested: same value and gradient). The parts:
   training batches' statistics as exponential moving averages. At test time the query examples
   are normalised with the running statistics of the final state instead of the query batch's, so
   a query prediction depends only on the example itself and the adapted weights, not on the other
-  query examples. The inner loop normalises the support set with its own statistics in training
+  query examples (``test_stats="batch"`` evaluates transductively instead, with the query batch's
+  statistics, as the reference implementation does: `metajax eval --bn-stats batch`). The inner
+  loop normalises the support set with its own statistics in training
   and at test time alike (as the reference implementation does throughout): normalising it with
   running statistics changes the inner gradients the learned rates were trained for, and was
   measured to diverge (Omniglot 20-way: loss 247 after two test-time steps).
@@ -90,7 +92,7 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
            msl: bool = False, msl_anneal_steps: int = 0, bnwb: bool = False,
            bnrs: bool = False, lslr: bool = False, first_order: bool = False,
            bn_momentum: float = 0.1, unroll: int | bool = True,
-           remat: bool = False) -> MetaLearner:
+           remat: bool = False, test_stats: str = "running") -> MetaLearner:
     """MAML++ with the parts selected by the switches (all off: MAML).
 
     Args:
@@ -105,6 +107,10 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
       bn_momentum: m of the running statistics' update stats <- (1 - m) stats + m batch_stats.
       unroll: ``lax.scan`` unrolling of the inner loop.
       remat: recompute each inner step in the outer backward pass (``jax.checkpoint``).
+      test_stats: under BNRS, what normalises the query examples at test time: ``"running"``
+        (the final state's running statistics; each prediction depends on its example alone) or
+        ``"batch"`` (the query batch's own statistics: transductive, as the reference
+        implementation and every non-BNRS model here evaluate).
 
     Returns:
       A ``MetaLearner`` whose ``task_grad`` takes the outer step (for MSL's annealing) and whose
@@ -112,6 +118,8 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
     """
     if inner_steps < 1:
         raise ValueError(f"mamlpp needs --inner-steps >= 1, got {inner_steps}")
+    if test_stats not in ("running", "batch"):
+        raise ValueError(f"unknown test statistics {test_stats!r}; use 'running' or 'batch'")
     num_sets = inner_steps + 1  # batch-norm sets: one per parameter state theta_0..theta_S
 
     def init(params):
@@ -206,7 +214,7 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
 
     def evaluate(meta, task, steps):
         meta = jax.lax.stop_gradient(meta)
-        return run_task(meta, task, steps, True, bnrs, None)[1][0]
+        return run_task(meta, task, steps, True, bnrs and test_stats == "running", None)[1][0]
 
     def adapt(meta, support, steps):
         xs, ys = support

@@ -170,7 +170,8 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False,
 
 def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
                  split: str = "test", seed: int = 0, batch: int | None = None,
-                 head: str = "learned", freeze=(), **overrides) -> dict:
+                 head: str = "learned", freeze=(), bn_stats: str | None = None,
+                 **overrides) -> dict:
     """Scores the newest checkpoint of a run on ``tasks`` tasks of ``split``.
 
     Args:
@@ -183,6 +184,8 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
         cosine-similarity-weighted support labels).
       freeze: body layers not to adapt at test time: 1-based indices (``"1"`` is the first block)
         or paths such as ``"body/conv2"``.
+      bn_stats: MAML++ with BNRS: ``"running"`` (its default) or ``"batch"`` statistics for the
+        test queries (see ``metajax.algorithms.mamlpp``).
       **overrides: config fields to change, e.g. ``data_dir``.
 
     Returns:
@@ -195,12 +198,18 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
     run = _Run(cfg)
     state, step = run.restore(workdir)
     steps = cfg.eval_inner_steps if inner_steps is None else inner_steps
-    learner = run.learner
+    learner, changes = run.learner, {}
+    if bn_stats is not None:
+        if not (cfg.algo == "mamlpp" and cfg.bnrs):
+            raise ValueError("--bn-stats applies to MAML++ runs trained with --bnrs true; this "
+                             f"run is {cfg.algo} without per-step running statistics")
+        changes["test_stats"] = bn_stats
     params = learner.params_of(state.params)
     frozen = [_layer_path(params, layer) for layer in freeze]
     if frozen:
-        mask = freeze_mask(params, frozen)
-        learner = run.make_learner(mask=mask)
+        changes["mask"] = freeze_mask(params, frozen)
+    if changes:
+        learner = run.make_learner(**changes)
     if head == "nil":
         if cfg.dataset == "sinusoid":
             raise ValueError("--head nil needs a classification run (it votes with support labels)")
@@ -219,6 +228,8 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
         "algo": cfg.algo, "dataset": cfg.dataset, "head": head,
         "frozen": frozen,
     }
+    if bn_stats is not None:
+        result["bn_stats"] = bn_stats
     if cfg.dataset != "sinusoid":
         result.update(ways=cfg.ways, shots=cfg.shots)
     return result
