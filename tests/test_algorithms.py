@@ -54,6 +54,36 @@ def test_batched_reptile_update_is_mean_of_per_task_updates():
         np.testing.assert_allclose(leaf, sum(leaves) / 4, rtol=1e-5, atol=1e-7)
 
 
+def test_reptile_minibatches_are_class_balanced_and_each_step_takes_the_next():
+    from metajax.algorithms.reptile import inner_batches
+
+    labels = jnp.array([0, 1, 2, 0, 0, 1, 1, 2, 2])  # support (one per class) then grouped queries
+    x = jnp.arange(9.0)
+    xb, yb = inner_batches(x, labels, 3)
+    np.testing.assert_array_equal(yb, [[0, 1, 2]] * 3)
+    np.testing.assert_array_equal(xb, [[0, 1, 2], [3, 5, 7], [4, 6, 8]])
+    with pytest.raises(ValueError, match="--inner-batch 10 must be between 1 and"):
+        inner_batches(x, labels, 10)
+
+    # Step t uses minibatch t mod count: 4 steps over 2 minibatches = two SGD passes, in order.
+    model, params = _mlp()
+    task = _task(2)
+    learner = reptile(model, regression(), inner_lr=0.05, inner_steps=4, inner_batch=5)
+    pseudo_grad, _ = jax.jit(learner.task_grad)(params, task)
+    x = jnp.concatenate([task[0][0], task[1][0]])
+    y = jnp.concatenate([task[0][1], task[1][1]])
+    theta = params
+    for t in range(4):  # regression targets keep the task's order: support, then query
+        batch = slice(0, 5) if t % 2 == 0 else slice(5, 10)
+        grad = jax.grad(lambda p: _loss(model, p, x[batch], y[batch]))(theta)
+        theta = jax.tree_util.tree_map(lambda p, g: p - 0.05 * g, theta, grad)
+    want = jax.tree_util.tree_map(lambda p, w: p - w, params, theta)
+    for a, b in zip(jax.tree_util.tree_leaves(pseudo_grad), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="--inner-batch is Reptile's"):
+        Config(algo="maml", inner_batch=5).validate()
+
+
 def test_metasgd_starts_as_maml_and_learns_its_rates():
     with jax.enable_x64(True):
         model, params = _mlp(jnp.float64)

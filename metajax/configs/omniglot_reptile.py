@@ -1,7 +1,9 @@
-"""Reptile on Omniglot 5-way 1-shot: 5 inner SGD steps on support + query, outer SGD (beta = 1)."""
+"""Reptile on Omniglot 5-way 1-shot: 5 inner SGD steps, each on the next minibatch of one example
+per class (support + query examples, cycled), Adam on the Reptile direction mean(theta - W_i)."""
 from metajax.configs import omniglot_maml
 
 
 def get_config():
     return omniglot_maml.get_config().replace(
-        algo="reptile", inner_steps=5, inner_lr=0.1, outer_optimizer="sgd", meta_lr=1.0)
+        algo="reptile", inner_steps=5, inner_batch=5, inner_lr=0.1, meta_batch=16,
+        outer_optimizer="adam", meta_lr=1e-3)

@@ -35,6 +35,7 @@ class Config:
     outer_optimizer: str = "adam"   # adam | sgd (Reptile's theta += beta * mean(W - theta))
     meta_lr_schedule: str = "constant"  # constant | cosine (MAML++'s CA: cosine to min_meta_lr)
     min_meta_lr: float = 1e-5
+    inner_batch: int = 0            # Reptile: examples per inner step, class-balanced (0: all)
     # MAML++ parts (--algo mamlpp); all off is plain MAML.
     msl: bool = False               # multi-step loss ...
     msl_anneal_steps: int = 5000    # ... annealed to the last step's loss over this many steps
@@ -90,6 +91,11 @@ class Config:
                             f"of: {', '.join(META_LR_SCHEDULES)}")
         if self.da_steps < 0 or self.msl_anneal_steps < 0:
             problems.append("--da-steps and --msl-anneal-steps must be >= 0")
+        if self.inner_batch < 0:
+            problems.append(f"--inner-batch must be >= 0 (0: the whole task), got {self.inner_batch}")
+        elif self.inner_batch and self.algo != "reptile":
+            problems.append(f"--inner-batch is Reptile's: use it with --algo reptile "
+                            f"(got --algo {self.algo})")
         used = [f"--{name.replace('_', '-')}" for name in MAMLPP_SWITCHES if getattr(self, name)]
         if used and self.algo != "mamlpp":
             problems.append(f"{', '.join(used)} are MAML++ parts: use them with --algo mamlpp "
@@ -106,6 +112,8 @@ class Config:
     def algorithm_options(self) -> dict:
         """Keyword arguments of the algorithm's factory beyond the common ones."""
         options = {"remat": True} if self.remat else {}
+        if self.algo == "reptile" and self.inner_batch:
+            return {**options, "inner_batch": self.inner_batch}
         if self.algo != "mamlpp":
             return options
         return {**options, "msl": self.msl, "msl_anneal_steps": self.msl_anneal_steps, "bnwb": self.bnwb,
