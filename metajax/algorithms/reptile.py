@@ -78,26 +78,16 @@ def reptile(model, objective: Objective, *, inner_lr: float, inner_steps: int,
         x, y = batch
         return objective.loss(predict(params, x), y)
 
-    def minibatch_loop(params, x, y):
-        xb, yb = inner_batches(x, y, inner_batch)
-
-        def step(theta, t):
-            index = t % xb.shape[0]
-            loss, grads = jax.value_and_grad(batch_loss)(theta, (xb[index], yb[index]))
-            return jax.tree_util.tree_map(lambda p, g: p - inner_lr * g, theta, grads), loss
-
-        return jax.lax.scan(step, params, jnp.arange(inner_steps), unroll=unroll)
-
     def task_grad(params, task, step=0):
         del step  # not annealed
         (xs, ys), (xq, yq) = task
         x, y = jnp.concatenate([xs, xq]), jnp.concatenate([ys, yq])
-        if inner_batch:
-            adapted, losses = minibatch_loop(params, x, y)
-        else:
-            # No gradient flows through the inner loop, so do not build second-order terms.
-            adapted, losses = inner_loop(params, batch_loss, (x, y), inner_lr=inner_lr,
-                                         steps=inner_steps, first_order=True, unroll=unroll)
+        # Full batch is the one-minibatch case. No gradient flows through the inner loop, so
+        # do not build second-order terms.
+        batches = inner_batches(x, y, inner_batch or y.shape[0])
+        adapted, losses = inner_loop(params, batch_loss, batches, inner_lr=inner_lr,
+                                     steps=inner_steps, first_order=True, unroll=unroll,
+                                     minibatches=True)
         pred = predict(adapted, xq)
         metrics = _task_metrics(objective, pred, yq, objective.loss(pred, yq), losses)
         return jax.tree_util.tree_map(lambda p, w: p - w, params, adapted), metrics
