@@ -3,7 +3,12 @@
 Prints a table and one JSON line per row: compile seconds, median seconds per meta-training
 step, tasks per second, median seconds per test-time adaptation (10 inner steps, no outer
 gradient, one task batch) and XLA's memory estimate of the compiled meta-step (arguments +
-outputs + temporaries; CPU devices report no live peak).
+outputs + temporaries; CPU devices report no live peak), XLA's count of floating-point
+operations in the compiled meta-step, and the rate that count is done at. ``--roofline`` also
+measures the machine's float32 matmul rate, the ceiling a convolution-bound step can approach;
+with ``--peer`` the peer's rate is the same operation count over the peer's time (the same
+algorithm on the same shapes does the same arithmetic), so the table shows how far either
+framework is from the ceiling.
 
     python benchmarks/meta_step.py                       # all workloads, maml/fomaml/anil
     python benchmarks/meta_step.py --workloads omniglot-20w1s --algos maml --conv-impl xla
@@ -14,6 +19,8 @@ outputs + temporaries; CPU devices report no live peak).
         # task batch sharded over 1 and 4 devices in one run (forces 4 host devices on a CPU)
     python benchmarks/meta_step.py --workloads omniglot-20w1s --peer learn2learn
         # learn2learn on the same shapes in the same run, and metajax's speed ratio over it
+    python benchmarks/meta_step.py --workloads omniglot-20w1s --algos maml --roofline
+        # also the machine's matmul GFLOP/s: the ceiling for a convolution-bound meta-step
 
 Data are random images of the real shapes (timing does not depend on pixel values).
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import statistics
@@ -34,7 +42,8 @@ import optax
 from metajax.algorithms import classification, make_algorithm
 from metajax.data.episodes import sample_episode
 from metajax.models import build_model, init_params
-from metajax.training import create_train_state, make_eval_step, make_meta_step
+from metajax.training import (create_train_state, default_task_chunk, make_eval_step,
+                               make_meta_step)
 from metajax.training.sharding import replicate, task_mesh
 
 # name: (model, image shape, ways, shots, queries, meta_batch, inner_steps, inner_lr)
@@ -61,7 +70,8 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def bench(workload: str, algo: str, *, repeats: int, conv_impl: str, unroll,
           meta_batch: int | None = None, inner_steps: int | None = None,
-          remat: bool = False, adapt: bool = True, timing: bool = True, devices: int = 1) -> dict:
+          remat: bool = False, adapt: bool = True, timing: bool = True, devices: int = 1,
+          task_chunk: int | None = None) -> dict:
     model_name, shape, ways, shots, queries, default_batch, default_steps, inner_lr = \
         WORKLOADS[workload]
     meta_batch = meta_batch or default_batch
@@ -81,10 +91,16 @@ def bench(workload: str, algo: str, *, repeats: int, conv_impl: str, unroll,
     if devices > 1:
         mesh = task_mesh(jax.devices()[:devices])
         state, images = replicate(state, mesh), replicate(images, mesh)
-    meta_step = make_meta_step(learner, optimizer, sample, meta_batch, mesh=mesh)
+    task_chunk = default_task_chunk() if task_chunk is None else task_chunk
+    meta_step = make_meta_step(learner, optimizer, sample, meta_batch, mesh=mesh,
+                               task_chunk=task_chunk)
     tic = time.perf_counter()
     compiled = meta_step.lower(state, images).compile()
     compile_s = time.perf_counter() - tic
+    cost = compiled.cost_analysis()
+    # A fully unrolled inner loop puts every step's operations in XLA's count; a rolled scan
+    # (a while loop) is counted once, so the count is only reported unrolled.
+    gflop = cost.get("flops", float("nan")) / 1e9 if cost and unroll is True else float("nan")
     memory = compiled.memory_analysis()
     mem_mb = None if memory is None else (memory.argument_size_in_bytes + memory.output_size_in_bytes
                                           + memory.temp_size_in_bytes) / 2**20
@@ -101,16 +117,26 @@ def bench(workload: str, algo: str, *, repeats: int, conv_impl: str, unroll,
 
     adapt_s = float("nan")
     if adapt and timing:
-        eval_step = make_eval_step(learner, sample, 10)
+        eval_step = make_eval_step(learner, sample, 10, task_chunk=task_chunk)
         keys = jax.random.split(jax.random.PRNGKey(3), meta_batch)
         jax.block_until_ready(eval_step(box[0].params, images, keys))
         adapt_s = _median_seconds(lambda: eval_step(box[0].params, images, keys), repeats)
     return {"workload": workload, "algo": algo, "backend": jax.default_backend(),
             "conv_impl": conv_impl, "meta_batch": meta_batch, "inner_steps": inner_steps,
-            "remat": remat, "unroll": unroll, "devices": devices,
+            "remat": remat, "unroll": unroll, "devices": devices, "task_chunk": task_chunk,
             "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
             "tasks_per_s": round(meta_batch / step_s, 2),
+            "gflop_per_step": round(gflop, 2), "gflops": round(gflop / step_s, 1),
             "adapt10_s_per_batch": round(adapt_s, 4), "memory_mb": mem_mb and round(mem_mb, 1)}
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """The machine's float32 matmul rate (GFLOP/s): the ceiling of convolution-bound code."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size))
+    b = jax.random.normal(jax.random.PRNGKey(1), (size, size))
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, b))
+    return 2 * size**3 / 1e9 / _median_seconds(lambda: matmul(a, b), repeats)
 
 
 def _ensure_devices(count: int) -> None:
@@ -166,50 +192,75 @@ def main(argv=None) -> None:
                              "metajax's tasks/s over the peer's")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads for the peer (default: torch's choice)")
+    parser.add_argument("--task-chunk", default="auto",
+                        help="tasks vmapped at a time, comma-separated to compare: 0 = the "
+                             "whole meta-batch (vmap), 1 = a sequential map, auto = the "
+                             "backend's default (1 on CPU, 0 elsewhere)")
+    parser.add_argument("--roofline", action="store_true",
+                        help="measure the machine's float32 matmul GFLOP/s (jax, and torch with "
+                             "--peer) before the table")
     args = parser.parse_args(argv)
     unroll = True if args.unroll == "true" else 1
     remats = {"false": [False], "true": [True], "both": [False, True]}[args.remat]
     device_counts = [int(n) for n in args.devices.split(",")]
+    chunks = [None if c == "auto" else int(c) for c in args.task_chunk.split(",")]
     _ensure_devices(max(device_counts))
     values = SWEEPS[args.sweep] if args.sweep else [None]
-    rows, peers = [], []
-    header = (f"{'workload':<20}{'algo':<8}{'dev':>4}{'batch':>6}{'steps':>6}{'remat':>6}"
-              f"{'compile s':>10}{'s/step':>9}{'tasks/s':>9}{'adapt10 s':>11}{'MB':>9}")
+    rows, peers, roofline = [], [], {}
+    if args.roofline:
+        roofline["jax_matmul_gflops"] = round(matmul_gflops(), 1)
+        if args.peer:
+            import peer_learn2learn
+            if peer_learn2learn.available() is None:
+                roofline["torch_matmul_gflops"] = round(
+                    peer_learn2learn.matmul_gflops(threads=args.torch_threads), 1)
+        print("# float32 2048x2048 matmul, GFLOP/s: " + ", ".join(
+            f"{k.split('_')[0]} {v}" for k, v in roofline.items()), flush=True)
+    header = (f"{'workload':<20}{'algo':<8}{'dev':>4}{'chunk':>6}{'batch':>6}{'steps':>6}{'remat':>6}"
+              f"{'compile s':>10}{'s/step':>9}{'tasks/s':>9}{'adapt10 s':>11}{'MB':>9}"
+              f"{'GFLOP':>8}{'GFLOP/s':>9}")
     print(header)
     for workload in args.workloads.split(","):
         for algo in args.algos.split(","):
             for value in values:
                 for remat in remats:
-                    for devices in device_counts:
+                    for devices, chunk in itertools.product(device_counts, chunks):
                         overrides = {} if value is None else {
                             "meta_batch" if args.sweep == "meta-batch" else "inner_steps": value}
                         row = bench(workload, algo, repeats=args.repeats,
                                     conv_impl=args.conv_impl, unroll=unroll, remat=remat,
                                     adapt=args.sweep is None and devices == 1,
                                     timing=not args.compile_only,
-                                    devices=devices, **overrides)
+                                    devices=devices, task_chunk=chunk, **overrides)
                         rows.append(row)
-                        print(f"{workload:<20}{algo:<8}{devices:>4}{row['meta_batch']:>6}"
+                        print(f"{workload:<20}{algo:<8}{devices:>4}{row['task_chunk']:>6}"
+                              f"{row['meta_batch']:>6}"
                               f"{row['inner_steps']:>6}{'yes' if remat else 'no':>6}"
                               f"{row['compile_s']:>10.1f}{row['step_s']:>9.3f}"
                               f"{row['tasks_per_s']:>9.1f}{row['adapt10_s_per_batch']:>11.3f}"
-                              f"{row['memory_mb'] or float('nan'):>9.1f}", flush=True)
+                              f"{row['memory_mb'] or float('nan'):>9.1f}"
+                              f"{row['gflop_per_step']:>8.1f}{row['gflops']:>9.1f}", flush=True)
             if args.peer:
                 peer = _peer_row(workload, algo, args)
                 if peer is not None:
-                    ours = next(r for r in reversed(rows) if r["workload"] == workload
-                                and r["algo"] == algo and r["devices"] == 1)
+                    # The best of metajax's rows on one device (e.g. over --task-chunk).
+                    ours = max((r for r in rows if r["workload"] == workload
+                                and r["algo"] == algo and r["devices"] == 1),
+                               key=lambda r: r["tasks_per_s"])
                     peer["metajax_speedup"] = round(ours["tasks_per_s"] / peer["tasks_per_s"], 2)
                     peer["metajax_adapt_speedup"] = round(
                         peer["adapt10_s_per_batch"] / ours["adapt10_s_per_batch"], 2)
+                    # metajax's operation count, done in the peer's time.
+                    peer["gflops"] = round(ours["gflop_per_step"] / peer["step_s"], 1)
                     peers.append(peer)
-                    print(f"{'  learn2learn':<20}{algo:<8}{'':>4}{peer['meta_batch']:>6}"
+                    print(f"{'  learn2learn':<20}{algo:<8}{'':>4}{'':>6}{peer['meta_batch']:>6}"
                           f"{peer['inner_steps']:>6}{'':>6}{peer['first_step_s']:>10.1f}"
                           f"{peer['step_s']:>9.3f}{peer['tasks_per_s']:>9.1f}"
-                          f"{peer['adapt10_s_per_batch']:>11.3f}{'':>9}   metajax "
+                          f"{peer['adapt10_s_per_batch']:>11.3f}{'':>9}{'':>8}"
+                          f"{peer['gflops']:>9.1f}   metajax "
                           f"{peer['metajax_speedup']:.2f}x tasks/s, "
                           f"{peer['metajax_adapt_speedup']:.2f}x adaptation", flush=True)
-    print(json.dumps(rows + peers))
+    print(json.dumps(rows + peers + ([roofline] if roofline else [])))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,17 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def matmul_gflops(size: int = 2048, repeats: int = 10, threads: int | None = None) -> float:
+    """torch's float32 matmul rate (GFLOP/s) on this machine, for the roofline line."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    return 2 * size**3 / 1e9 / _median_seconds(lambda: torch.mm(a, b), repeats)
+
+
 def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batch: int,
           inner_steps: int, inner_lr: float, algo: str, *, repeats: int,
           threads: int | None = None) -> dict:

@@ -19,9 +19,9 @@ from metajax.configs import CONFIGS, get_named_config
 from metajax.data.episodes import sample_episode
 from metajax.models import build_model, init_params
 from metajax.training import (Config, NonFiniteLossError, batch_task_grads,
-                              create_train_state, evaluate_run, list_checkpoints,
-                              make_meta_step, read_metrics, restore_checkpoint, sample_tasks,
-                              train_and_evaluate)
+                              create_train_state, default_task_chunk, evaluate_run,
+                              list_checkpoints, make_meta_step, read_metrics, restore_checkpoint,
+                              sample_tasks, train_and_evaluate)
 
 SINUSOID = Config(steps=40, meta_batch=4, log_every=10, eval_every=20, eval_tasks=8,
                   eval_batch=4, checkpoint_every=10)
@@ -50,13 +50,27 @@ def _assert_trees_close(a, b, **tol):
 @pytest.mark.parametrize("algo", ["maml", "fomaml", "anil"])
 def test_vmapped_task_batch_equals_python_loop(algo):
     learner, params, tasks, _, _ = _conv_setup(algo)
-    grads, metrics = jax.jit(functools.partial(batch_task_grads, learner))(params, tasks)
+    grads, metrics = jax.jit(functools.partial(batch_task_grads, learner, chunk=0))(params, tasks)
     task_grad = jax.jit(learner.task_grad)
     per_task = [task_grad(params, jax.tree_util.tree_map(lambda x: x[i], tasks)) for i in range(3)]
     loop_grads = jax.tree_util.tree_map(lambda *g: sum(g) / 3, *[g for g, _ in per_task])
     loop_loss = sum(m["outer/loss"] for _, m in per_task) / 3
     _assert_trees_close(grads, loop_grads, rtol=2e-4, atol=1e-6)
     np.testing.assert_allclose(metrics["outer/loss"], loop_loss, rtol=1e-5)
+
+
+def test_task_chunks_give_the_vmapped_meta_gradient():
+    # chunk 1: a sequential map (the CPU default); chunk 2 of 3 tasks: a vmapped chunk + remainder.
+    learner, params, tasks, _, _ = _conv_setup("maml")
+    grads = {chunk: jax.jit(functools.partial(batch_task_grads, learner, chunk=chunk))(params, tasks)
+             for chunk in (0, 1, 2)}
+    for chunk in (1, 2):
+        _assert_trees_close(grads[chunk][0], grads[0][0], rtol=2e-4, atol=1e-6)
+        np.testing.assert_allclose(grads[chunk][1]["outer/loss"], grads[0][1]["outer/loss"],
+                                   rtol=1e-5)
+    with pytest.raises(ValueError, match="task chunk must be >= 0"):
+        batch_task_grads(learner, params, tasks, chunk=-1)
+    assert default_task_chunk("cpu") == 1 and default_task_chunk("gpu") == 0
 
 
 def test_jitted_meta_step_equals_unjitted_and_does_not_recompile():

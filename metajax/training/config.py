@@ -46,6 +46,7 @@ class Config:
     steps: int = 20000
     seed: int = 0
     shard_tasks: bool = True        # split the task batch over all devices when there are several
+    task_chunk: int | None = None   # tasks vmapped at a time (0: all); None: 1 on CPU, all elsewhere
     unroll: bool = True             # unroll the inner-loop scan (fast on CPU, slower to compile)
     remat: bool = False             # recompute inner steps in the backward pass (memory flat in steps)
     log_every: int = 50
@@ -91,6 +92,9 @@ class Config:
                             f"of: {', '.join(META_LR_SCHEDULES)}")
         if self.da_steps < 0 or self.msl_anneal_steps < 0:
             problems.append("--da-steps and --msl-anneal-steps must be >= 0")
+        if self.task_chunk is not None and self.task_chunk < 0:
+            problems.append(f"--task-chunk must be >= 0 (0: the whole meta-batch at once), got "
+                            f"{self.task_chunk}")
         if self.inner_batch < 0:
             problems.append(f"--inner-batch must be >= 0 (0: the whole task), got {self.inner_batch}")
         elif self.inner_batch and self.algo != "reptile":

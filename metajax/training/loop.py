@@ -72,8 +72,8 @@ class _Run:
         batch = min(batch or self.cfg.eval_batch, num_tasks)
         learner = learner or self.learner
         if (learner, inner_steps) not in self._eval_steps:
-            self._eval_steps[learner, inner_steps] = make_eval_step(learner, self.source.sample,
-                                                                    inner_steps)
+            self._eval_steps[learner, inner_steps] = make_eval_step(
+                learner, self.source.sample, inner_steps, task_chunk=self.cfg.task_chunk)
         eval_step = self._eval_steps[learner, inner_steps]
         data = self.source.splits[split]
         # Pad the last chunk to a full batch so one compiled shape serves every chunk.
@@ -121,11 +121,12 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False,
     if mesh is not None:
         state = replicate(state, mesh)
     meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample, cfg.meta_batch,
-                               mesh=mesh)
+                               mesh=mesh, task_chunk=cfg.task_chunk)
     # MAML++'s derivative-order annealing: a second compiled step, first order, for the first
     # da_steps steps; switching between two compiled functions retraces nothing.
     first_order_step = (make_meta_step(run.make_learner(first_order=True), run.optimizer,
-                                       run.source.sample, cfg.meta_batch, mesh=mesh)
+                                       run.source.sample, cfg.meta_batch, mesh=mesh,
+                                       task_chunk=cfg.task_chunk)
                         if cfg.da_steps > start else None)
     train_data = run.source.splits["train"]
     val_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), _VAL_STREAM)
