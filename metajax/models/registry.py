@@ -31,4 +31,9 @@ def build_model(name: str, num_outputs: int, *, hidden: int | None = None,
 
 def init_params(model: nn.Module, key, sample_input):
     """Returns the params pytree ``{"body": ..., "head": ...}`` of ``model`` for inputs like ``sample_input``."""
-    return model.init(key, sample_input)["params"]
+    return _init(model, key, sample_input)["params"]
+
+
+# One compiled call per (model, input shape), reused by later runs in the process: run eagerly,
+# Flax's init dispatches (and compiles) a hundred small ops, the forward pass's among them.
+_init = jax.jit(lambda model, key, x: model.init(key, x), static_argnums=0)
