@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent("""
 
     # A small MLP on sinusoid tasks: what is tested is how the task axis is split, not the model.
     sample = lambda key, data: sample_sinusoid_task(key, shots=5, queries=5)
-    images = None
+    data = None  # sinusoid tasks are generated, not drawn from data
     model = build_model("mlp", 1, hidden=16)
     learner = make_algorithm("maml", model, regression(), inner_lr=0.01, inner_steps=2)
     params = init_params(model, jax.random.PRNGKey(0), jnp.zeros((5, 1)))
@@ -22,15 +22,15 @@ SCRIPT = textwrap.dedent("""
     state = create_train_state(learner, opt, params, jax.random.PRNGKey(1))
     mesh = task_mesh()
 
-    tasks = shard_tasks(sample_tasks(sample, jax.random.split(jax.random.PRNGKey(2), 8), images), mesh)
+    tasks = shard_tasks(sample_tasks(sample, jax.random.split(jax.random.PRNGKey(2), 8), data), mesh)
     assert len(tasks[0][0].sharding.device_set) == 4
 
     one = make_meta_step(learner, opt, sample, 8, task_chunk=0)
-    s1, m1 = one(jax.tree_util.tree_map(jnp.array, state), images)  # donated: pass a copy
+    s1, m1 = one(jax.tree_util.tree_map(jnp.array, state), data)  # donated: pass a copy
     # Each device maps over its own tasks (chunk 1, the CPU default) or vmaps them (chunk 0).
     for chunk in (1, 0):
         many = make_meta_step(learner, opt, sample, 8, mesh=mesh, task_chunk=chunk)
-        s4, m4 = many(replicate(jax.tree_util.tree_map(jnp.array, state), mesh), images)
+        s4, m4 = many(replicate(jax.tree_util.tree_map(jnp.array, state), mesh), data)
         assert all(len(a.sharding.device_set) == 4 for a in jax.tree_util.tree_leaves(s4.params))
         for a, b in zip(jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s4.params)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -66,8 +66,8 @@ def test_task_chunks_give_the_vmapped_meta_gradient():
     model = build_model("mlp", 1, hidden=16)
     learner = make_algorithm("maml", model, regression(), inner_lr=0.05, inner_steps=2)
     params = init_params(model, jax.random.PRNGKey(0), jnp.zeros((5, 1)))
-    tasks = jax.vmap(lambda k: sample_sinusoid_task(k, shots=5, queries=5))(
-        jax.random.split(jax.random.PRNGKey(1), 3))
+    sample = lambda key, data: sample_sinusoid_task(key, shots=5, queries=5)
+    tasks = sample_tasks(sample, jax.random.split(jax.random.PRNGKey(1), 3), None)
     grads = {chunk: jax.jit(functools.partial(batch_task_grads, learner, chunk=chunk))(params, tasks)
              for chunk in (0, 1, 2)}
     for chunk in (1, 2):
