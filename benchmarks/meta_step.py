@@ -32,7 +32,6 @@ import functools
 import itertools
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -46,6 +45,7 @@ from metajax.models import build_model, init_params
 from metajax.training import (create_train_state, default_task_chunk, make_eval_step,
                                make_meta_step)
 from metajax.training.sharding import replicate, task_mesh
+from timing import median_seconds  # beside this file
 
 # name: (model, image shape, ways, shots, queries, meta_batch, inner_steps, inner_lr)
 WORKLOADS = {
@@ -61,12 +61,7 @@ SWEEPS = {"meta-batch": [1, 2, 4, 8, 16, 32, 64], "inner-steps": [1, 2, 3, 4, 5,
 
 
 def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+    return median_seconds(lambda: jax.block_until_ready(fn()), repeats)
 
 
 def bench(workload: str, algo: str, *, repeats: int, conv_impl: str, unroll,
@@ -118,19 +113,25 @@ def bench(workload: str, algo: str, *, repeats: int, conv_impl: str, unroll,
         train_once()
         step_s = _median_seconds(train_once, repeats)
 
-    adapt_s = float("nan")
+    adapt_s = adapt_gflop = float("nan")
     if adapt and timing:
         eval_step = make_eval_step(learner, sample, 10, task_chunk=task_chunk)
         keys = jax.random.split(jax.random.PRNGKey(3), meta_batch)
         jax.block_until_ready(eval_step(box[0].params, images, keys))
         adapt_s = _median_seconds(lambda: eval_step(box[0].params, images, keys), repeats)
+        if unroll is True:
+            # The same adaptation vmapped, so that XLA's count covers every task.
+            whole = make_eval_step(learner, sample, 10, task_chunk=0)
+            adapt_cost = whole.lower(box[0].params, images, keys).compile().cost_analysis()
+            adapt_gflop = adapt_cost.get("flops", float("nan")) / 1e9 if adapt_cost else adapt_gflop
     return {"workload": workload, "algo": algo, "backend": jax.default_backend(),
             "conv_impl": conv_impl, "meta_batch": meta_batch, "inner_steps": inner_steps,
             "remat": remat, "unroll": unroll, "devices": devices, "task_chunk": task_chunk,
             "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
             "tasks_per_s": round(meta_batch / step_s, 2),
             "gflop_per_step": round(gflop, 2), "gflops": round(gflop / step_s, 1),
-            "adapt10_s_per_batch": round(adapt_s, 4), "memory_mb": mem_mb and round(mem_mb, 1)}
+            "adapt10_s_per_batch": round(adapt_s, 4), "adapt10_gflop": round(adapt_gflop, 3),
+            "memory_mb": mem_mb and round(mem_mb, 1)}
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -171,6 +172,23 @@ def _peer_row(workload: str, algo: str, args) -> dict | None:
         return None
     return {"workload": workload, **peer_learn2learn.bench(
         *WORKLOADS[workload], algo, repeats=args.repeats, threads=args.torch_threads)}
+
+
+def anil_vs_maml(rows: list[dict], workload: str) -> dict | None:
+    """How much faster ANIL trains and adapts than second-order MAML on ``workload`` (one device,
+    each algorithm's fastest row), and how many times fewer operations its adaptation does."""
+    best = {}
+    for algo in ("maml", "anil"):
+        timed = [r for r in rows if r["workload"] == workload and r["algo"] == algo
+                 and r["devices"] == 1 and r["adapt10_s_per_batch"] == r["adapt10_s_per_batch"]]
+        if not timed:
+            return None
+        best[algo] = max(timed, key=lambda r: r["tasks_per_s"])
+    maml, anil = best["maml"], best["anil"]
+    return {"workload": workload, "anil_vs_maml": True,
+            "train_speedup": round(anil["tasks_per_s"] / maml["tasks_per_s"], 2),
+            "adapt_speedup": round(maml["adapt10_s_per_batch"] / anil["adapt10_s_per_batch"], 2),
+            "adapt_flop_ratio": round(maml["adapt10_gflop"] / anil["adapt10_gflop"], 2)}
 
 
 def main(argv=None) -> None:
@@ -269,7 +287,13 @@ def main(argv=None) -> None:
                           f"{peer['gflops']:>9.1f}   metajax "
                           f"{peer['metajax_speedup']:.2f}x tasks/s, "
                           f"{peer['metajax_adapt_speedup']:.2f}x adaptation", flush=True)
-    print(json.dumps(rows + peers + ([roofline] if roofline else [])))
+    summaries = [s for s in map(functools.partial(anil_vs_maml, rows), args.workloads.split(","))
+                 if s is not None]
+    for s in summaries:
+        print(f"# ANIL vs MAML, {s['workload']}: trains {s['train_speedup']:.1f}x faster; adapts "
+              f"{s['adapt_speedup']:.1f}x faster and does {s['adapt_flop_ratio']:.1f}x fewer "
+              f"FLOPs (the adaptation speed-up if both ran at the same FLOP rate)", flush=True)
+    print(json.dumps(rows + peers + summaries + ([roofline] if roofline else [])))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ is ``clone()`` and 10 first-order ``adapt`` calls per task, for the whole task b
 """
 from __future__ import annotations
 
-import statistics
 import time
+
+from timing import median_seconds  # beside this file
 
 
 def available() -> str | None:
@@ -27,15 +28,6 @@ def available() -> str | None:
     return None
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
-
-
 def matmul_gflops(size: int = 2048, repeats: int = 10, threads: int | None = None) -> float:
     """torch's float32 matmul rate (GFLOP/s) on this machine, for the roofline line."""
     import torch
@@ -44,7 +36,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 10, threads: int | None = Non
         torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)
-    return 2 * size**3 / 1e9 / _median_seconds(lambda: torch.mm(a, b), repeats)
+    return 2 * size**3 / 1e9 / median_seconds(lambda: torch.mm(a, b), repeats)
 
 
 def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batch: int,
@@ -118,9 +110,9 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
     tic = time.perf_counter()
     meta_step()
     first_s = time.perf_counter() - tic
-    step_s = _median_seconds(meta_step, repeats)
+    step_s = median_seconds(meta_step, repeats)
     adapt10()
-    adapt_s = _median_seconds(adapt10, repeats)
+    adapt_s = median_seconds(adapt10, repeats)
     return {"peer": "learn2learn", "algo": algo, "torch": torch.__version__,
             "l2l": l2l.__version__, "threads": torch.get_num_threads(),
             "meta_batch": meta_batch, "inner_steps": inner_steps,

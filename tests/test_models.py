@@ -23,6 +23,24 @@ def test_max_pool_matches_reduce_window_and_drops_odd_edge():
     np.testing.assert_array_equal(max_pool_2x2(x), want)
 
 
+def test_max_pool_derivatives_match_reduce_window_to_second_order():
+    # Differentiated, the pool switches formulation (a custom JVP); its first and second
+    # derivatives must still be reduce_window's. Distinct values: no ties in any window.
+    x = jax.random.permutation(jax.random.PRNGKey(1), jnp.arange(2 * 5 * 7 * 3.0)).reshape(2, 5, 7, 3)
+    ref = lambda v: jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1),
+                                          "VALID")
+    weights = jax.random.normal(jax.random.PRNGKey(2), (2, 2, 3, 3))
+
+    def loss(pool):
+        return lambda v: jnp.sum(jnp.sin(pool(v)) * weights)
+
+    np.testing.assert_allclose(jax.grad(loss(max_pool_2x2))(x), jax.grad(loss(ref))(x), atol=1e-6)
+    direction = jax.random.normal(jax.random.PRNGKey(3), x.shape)
+    hvp = lambda f: jax.jvp(jax.grad(f), (x,), (direction,))[1]
+    np.testing.assert_allclose(hvp(loss(max_pool_2x2)), hvp(loss(ref)), atol=1e-6)
+    np.testing.assert_allclose(jax.jit(max_pool_2x2)(x), ref(x))
+
+
 def test_batch_norm_uses_current_batch_statistics():
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 3, 2)) * 5 + 3
     y = batch_norm(x, jnp.ones(2), jnp.zeros(2))

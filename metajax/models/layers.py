@@ -39,14 +39,36 @@ def conv3x3(x, kernel, *, stride: int = 1, impl: ConvImpl = "patches"):
     return patches @ kernel.reshape(9 * c, kernel.shape[-1])
 
 
-def max_pool_2x2(x):
-    """2x2 max-pool with stride 2 ('VALID': an odd last row/column is dropped).
-
-    A reshape + max, whose backward pass is cheaper on CPU than ``reduce_window``'s.
-    """
+def _max_pool_by_reshape(x):
     b, h, w, c = x.shape
     x = x[:, : h // 2 * 2, : w // 2 * 2, :]
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def _max_pool_by_slices(x):
+    _, h, w, _ = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2, :]
+    return jnp.maximum(jnp.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2]),
+                       jnp.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2]))
+
+
+@jax.custom_jvp
+def max_pool_2x2(x):
+    """2x2 max-pool with stride 2 ('VALID': an odd last row/column is dropped).
+
+    The two formulations give the same values; each is used where XLA:CPU runs it faster
+    (``benchmarks/results/max_pool_cpu.txt``). Undifferentiated (ANIL's body at test time, any
+    inference) it is the maximum of four strided slices, an elementwise op: a reshape + max
+    there becomes a library reduction that materialises the batch norm's broadcasts. Under
+    differentiation (any order) it is the reshape + max, whose backward pass is cheaper than
+    the slices' and than ``reduce_window``'s.
+    """
+    return _max_pool_by_slices(x)
+
+
+@max_pool_2x2.defjvp
+def _max_pool_2x2_jvp(primals, tangents):
+    return jax.jvp(_max_pool_by_reshape, primals, tangents)
 
 
 def batch_moments(x):
