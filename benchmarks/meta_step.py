@@ -45,7 +45,7 @@ from metajax.models import build_model, init_params
 from metajax.training import (create_train_state, default_task_chunk, make_eval_step,
                                make_meta_step)
 from metajax.training.sharding import replicate, task_mesh
-from timing import median_seconds  # beside this file
+from timing import interleaved_medians, median_seconds  # beside this file
 
 # name: (model, image shape, ways, shots, queries, meta_batch, inner_steps, inner_lr)
 WORKLOADS = {
@@ -64,10 +64,17 @@ def _median_seconds(fn, repeats: int) -> float:
     return median_seconds(lambda: jax.block_until_ready(fn()), repeats)
 
 
-def bench(workload: str, algo: str, *, repeats: int, conv_impl: str, unroll,
-          meta_batch: int | None = None, inner_steps: int | None = None,
-          remat: bool = False, adapt: bool = True, timing: bool = True, devices: int = 1,
-          task_chunk: int | None = None) -> dict:
+def prepare(workload: str, algo: str, *, conv_impl: str, unroll,
+            meta_batch: int | None = None, inner_steps: int | None = None,
+            remat: bool = False, adapt: bool = True, devices: int = 1,
+            task_chunk: int | None = None, warm: bool = True) -> tuple[dict, dict]:
+    """Compiles one configuration's meta-step (and its 10-step adaptation with ``adapt``).
+
+    Returns:
+      ``(row, runners)``: the row's compile time, memory and XLA operation counts, and
+      no-argument functions ``"step"`` (one meta-step) and, with ``adapt``, ``"adapt"``, each
+      already run once with ``warm`` (``--compile-only`` runs nothing).
+    """
     model_name, shape, ways, shots, queries, default_batch, default_steps, inner_lr = \
         WORKLOADS[workload]
     meta_batch = meta_batch or default_batch
@@ -108,30 +115,44 @@ def bench(workload: str, algo: str, *, repeats: int, conv_impl: str, unroll,
         box[0], metrics = compiled(box[0], images)
         return metrics
 
-    step_s = float("nan")
-    if timing:
-        train_once()
-        step_s = _median_seconds(train_once, repeats)
-
-    adapt_s = adapt_gflop = float("nan")
-    if adapt and timing:
+    runners = {"step": train_once}
+    adapt_gflop = float("nan")
+    if adapt:
         eval_step = make_eval_step(learner, sample, 10, task_chunk=task_chunk)
         keys = jax.random.split(jax.random.PRNGKey(3), meta_batch)
-        jax.block_until_ready(eval_step(box[0].params, images, keys))
-        adapt_s = _median_seconds(lambda: eval_step(box[0].params, images, keys), repeats)
+        runners["adapt"] = lambda: eval_step(box[0].params, images, keys)
         if unroll is True:
             # The same adaptation vmapped, so that XLA's count covers every task.
             whole = make_eval_step(learner, sample, 10, task_chunk=0)
-            adapt_cost = whole.lower(box[0].params, images, keys).compile().cost_analysis()
+            adapt_cost = whole.lower(params, images, keys).compile().cost_analysis()
             adapt_gflop = adapt_cost.get("flops", float("nan")) / 1e9 if adapt_cost else adapt_gflop
-    return {"workload": workload, "algo": algo, "backend": jax.default_backend(),
-            "conv_impl": conv_impl, "meta_batch": meta_batch, "inner_steps": inner_steps,
-            "remat": remat, "unroll": unroll, "devices": devices, "task_chunk": task_chunk,
-            "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
-            "tasks_per_s": round(meta_batch / step_s, 2),
-            "gflop_per_step": round(gflop, 2), "gflops": round(gflop / step_s, 1),
-            "adapt10_s_per_batch": round(adapt_s, 4), "adapt10_gflop": round(adapt_gflop, 3),
-            "memory_mb": mem_mb and round(mem_mb, 1)}
+    for run in runners.values() if warm else ():
+        jax.block_until_ready(run())
+    row = {"workload": workload, "algo": algo, "backend": jax.default_backend(),
+           "conv_impl": conv_impl, "meta_batch": meta_batch, "inner_steps": inner_steps,
+           "remat": remat, "unroll": unroll, "devices": devices, "task_chunk": task_chunk,
+           "compile_s": round(compile_s, 2), "gflop_per_step": round(gflop, 2),
+           "adapt10_gflop": round(adapt_gflop, 3), "memory_mb": mem_mb and round(mem_mb, 1)}
+    return row, runners
+
+
+def time_rows(prepared: list[tuple[dict, dict]], repeats: int, *, timing: bool = True
+              ) -> list[dict]:
+    """Times prepared configurations side by side (interleaved) and completes their rows."""
+    timed = {}
+    for kind in ("step", "adapt") if timing else ():
+        fns = {(i, kind): (lambda run=runners[kind]: jax.block_until_ready(run()))
+               for i, (_, runners) in enumerate(prepared) if kind in runners}
+        timed.update(interleaved_medians(fns, repeats) if fns else {})
+    rows = []
+    for i, (row, _) in enumerate(prepared):
+        step_s = timed.get((i, "step"), float("nan"))
+        adapt_s = timed.get((i, "adapt"), float("nan"))
+        rows.append({**row, "step_s": round(step_s, 4),
+                     "tasks_per_s": round(row["meta_batch"] / step_s, 2),
+                     "gflops": round(row["gflop_per_step"] / step_s, 1),
+                     "adapt10_s_per_batch": round(adapt_s, 4)})
+    return rows
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -245,14 +266,17 @@ def main(argv=None) -> None:
         for algo in args.algos.split(","):
             for value in values:
                 for remat in remats:
-                    for devices, chunk in itertools.product(device_counts, chunks):
-                        overrides = {} if value is None else {
-                            "meta_batch" if args.sweep == "meta-batch" else "inner_steps": value}
-                        row = bench(workload, algo, repeats=args.repeats,
-                                    conv_impl=args.conv_impl, unroll=unroll, remat=remat,
-                                    adapt=args.sweep is None and devices == 1,
-                                    timing=not args.compile_only,
-                                    devices=devices, task_chunk=chunk, **overrides)
+                    overrides = {} if value is None else {
+                        "meta_batch" if args.sweep == "meta-batch" else "inner_steps": value}
+                    # Every device count x chunk of this configuration is compiled first and
+                    # then timed in turns, so their ratios are measured side by side.
+                    prepared = [prepare(workload, algo, conv_impl=args.conv_impl, unroll=unroll,
+                                        remat=remat, devices=devices, task_chunk=chunk,
+                                        adapt=args.sweep is None and devices == 1
+                                        and not args.compile_only,
+                                        warm=not args.compile_only, **overrides)
+                                for devices, chunk in itertools.product(device_counts, chunks)]
+                    for row in time_rows(prepared, args.repeats, timing=not args.compile_only):
                         same = [r for r in rows if r["task_chunk"] == 0 and all(
                             r[k] == row[k] for k in ("workload", "algo", "meta_batch",
                                                      "inner_steps", "remat", "unroll"))]
@@ -260,7 +284,7 @@ def main(argv=None) -> None:
                             row["gflop_per_step"] = same[0]["gflop_per_step"]
                             row["gflops"] = round(row["gflop_per_step"] / row["step_s"], 1)
                         rows.append(row)
-                        print(f"{workload:<20}{algo:<8}{devices:>4}{row['task_chunk']:>6}"
+                        print(f"{workload:<20}{algo:<8}{row['devices']:>4}{row['task_chunk']:>6}"
                               f"{row['meta_batch']:>6}"
                               f"{row['inner_steps']:>6}{'yes' if remat else 'no':>6}"
                               f"{row['compile_s']:>10.1f}{row['step_s']:>9.3f}"
