@@ -9,7 +9,10 @@ counts a loop's body once), and the rate that count is done at. ``--roofline`` a
 measures the machine's float32 matmul rate, the ceiling a convolution-bound step can approach;
 with ``--peer`` the peer's rate is the same operation count over the peer's time (the same
 algorithm on the same shapes does the same arithmetic), so the table shows how far either
-framework is from the ceiling.
+framework is from the ceiling. Every configuration of a workload x algorithm (device counts,
+task chunks) is compiled first and then timed in turns, so their ratios are side by side. The
+closing lines compare ANIL with MAML per workload: training and adaptation speed-ups, and how
+many times fewer operations (XLA's count of the vmapped adaptation) ANIL's adaptation does.
 
     python benchmarks/meta_step.py                       # all workloads, maml/fomaml/anil
     python benchmarks/meta_step.py --workloads omniglot-20w1s --algos maml --conv-impl xla
