@@ -11,41 +11,28 @@ MAML and ANIL on a Conv4-pool workload with that pool against the reshape + max 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import statistics
-import time
 
 import jax
-import jax.numpy as jnp
 import optax
 
 import metajax.models.layers as layers
-from meta_step import WORKLOADS  # beside this file
-from metajax.algorithms import classification, make_algorithm
-from metajax.data.episodes import sample_episode
-from metajax.models import build_model, init_params
+from meta_step import setup  # beside this file
 from metajax.training import create_train_state, make_eval_step, make_meta_step
+from timing import interleaved_medians  # beside this file
 
 POOLS = {"reshape": layers._max_pool_by_reshape, "per-use": layers.max_pool_2x2}
 
 
 def build(workload: str, algo: str, kind: str, pool: str):
     """A no-argument runner of the compiled ``kind`` step, traced with ``pool``."""
-    model_name, shape, ways, shots, queries, meta_batch, steps, lr = WORKLOADS[workload]
-    images = jax.random.randint(jax.random.PRNGKey(0), (ways * 4, shots + queries, *shape), 0,
-                                256).astype(jnp.uint8)
-    sample = functools.partial(sample_episode, ways=ways, shots=shots, queries=queries)
-    model = build_model(model_name, ways)
-    learner = make_algorithm(algo, model, classification(), inner_lr=lr, inner_steps=steps)
-    params = init_params(model, jax.random.PRNGKey(1), jnp.zeros((ways * shots, *shape)))
+    images, sample, learner, params, meta_batch, _ = setup(workload, algo)
     # ConvBlock looks the pool up in its module when traced: rebind it for this trace only.
     layers.max_pool_2x2 = POOLS[pool]
     try:
         if kind == "eval":
             keys = jax.random.split(jax.random.PRNGKey(3), meta_batch)
-            step = make_eval_step(learner, sample, 10)
-            compiled = step.lower(params, images, keys).compile()
+            compiled = make_eval_step(learner, sample, 10).lower(params, images, keys).compile()
             return lambda: compiled(params, images, keys)
         optimizer = optax.adam(1e-3)
         box = [create_train_state(learner, optimizer, params, jax.random.PRNGKey(2))]
@@ -74,18 +61,14 @@ def main(argv=None) -> None:
         for algo in args.algos.split(","):
             for kind in args.kinds.split(","):
                 runners = {pool: build(workload, algo, kind, pool) for pool in POOLS}
-                times = {pool: [] for pool in POOLS}
                 for run in runners.values():
                     jax.block_until_ready(run())
-                while min(sum(t) for t in times.values()) < args.min_seconds or \
-                        min(len(t) for t in times.values()) < 5:
-                    for pool, run in runners.items():
-                        tic = time.perf_counter()
-                        jax.block_until_ready(run())
-                        times[pool].append(time.perf_counter() - tic)
+                medians = interleaved_medians(
+                    {pool: (lambda run=run: jax.block_until_ready(run()))
+                     for pool, run in runners.items()},
+                    5, min_seconds=args.min_seconds)
                 row = {"workload": workload, "algo": algo, "step": kind,
-                       **{f"{pool}_s": round(statistics.median(t), 4) for pool, t in times.items()},
-                       "runs": len(times["reshape"])}
+                       **{f"{pool}_s": round(t, 4) for pool, t in medians.items()}}
                 row["speedup"] = round(row["reshape_s"] / row["per-use_s"], 2)
                 rows.append(row)
                 print(f"{workload:<20}{algo:<6}{kind:<7}{row['reshape_s']:>11.4f}"

@@ -34,15 +34,17 @@ import argparse
 import functools
 import itertools
 import json
+import math
 import os
 import sys
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.algorithms import classification, make_algorithm
+from metajax.algorithms import MetaLearner, classification, make_algorithm
 from metajax.data.episodes import sample_episode
 from metajax.models import build_model, init_params
 from metajax.training import (create_train_state, default_task_chunk, make_eval_step,
@@ -67,6 +69,35 @@ def _median_seconds(fn, repeats: int) -> float:
     return median_seconds(lambda: jax.block_until_ready(fn()), repeats)
 
 
+class Setup(NamedTuple):
+    images: jax.Array       # (classes, examples per class, H, W, C) uint8: random, real shape
+    sample: Callable        # sample(key, images) -> one episode of the workload's shape
+    learner: MetaLearner
+    params: dict
+    meta_batch: int
+    inner_steps: int
+
+
+def setup(workload: str, algo: str, *, conv_impl: str = "patches", unroll=True,
+          remat: bool = False, meta_batch: int | None = None,
+          inner_steps: int | None = None) -> Setup:
+    """Data, episode sampler, learner and initial params of ``workload`` for ``algo``."""
+    model_name, shape, ways, shots, queries, default_batch, default_steps, inner_lr = \
+        WORKLOADS[workload]
+    images = jax.random.randint(jax.random.PRNGKey(0), (ways * 4, shots + queries, *shape), 0, 256
+                                ).astype(jnp.uint8)
+    model = build_model(model_name, ways, conv_impl=conv_impl)
+    inner_steps = inner_steps or default_steps
+    learner = make_algorithm(algo, model, classification(), inner_lr=inner_lr,
+                             inner_steps=inner_steps, unroll=unroll,
+                             **({"remat": True} if remat else {}))
+    return Setup(images=images,
+                 sample=functools.partial(sample_episode, ways=ways, shots=shots, queries=queries),
+                 learner=learner,
+                 params=init_params(model, jax.random.PRNGKey(1), jnp.zeros((ways * shots, *shape))),
+                 meta_batch=meta_batch or default_batch, inner_steps=inner_steps)
+
+
 def prepare(workload: str, algo: str, *, conv_impl: str, unroll,
             meta_batch: int | None = None, inner_steps: int | None = None,
             remat: bool = False, adapt: bool = True, devices: int = 1,
@@ -78,19 +109,10 @@ def prepare(workload: str, algo: str, *, conv_impl: str, unroll,
       no-argument functions ``"step"`` (one meta-step) and, with ``adapt``, ``"adapt"``, each
       already run once with ``warm`` (``--compile-only`` runs nothing).
     """
-    model_name, shape, ways, shots, queries, default_batch, default_steps, inner_lr = \
-        WORKLOADS[workload]
-    meta_batch = meta_batch or default_batch
-    inner_steps = inner_steps or default_steps
-    images = jax.random.randint(jax.random.PRNGKey(0), (ways * 4, shots + queries, *shape), 0, 256
-                                ).astype(jnp.uint8)
-    sample = functools.partial(sample_episode, ways=ways, shots=shots, queries=queries)
-    model = build_model(model_name, ways, conv_impl=conv_impl)
-    learner = make_algorithm(algo, model, classification(), inner_lr=inner_lr,
-                             inner_steps=inner_steps, unroll=unroll,
-                             **({"remat": True} if remat else {}))
+    images, sample, learner, params, meta_batch, inner_steps = setup(
+        workload, algo, conv_impl=conv_impl, unroll=unroll, remat=remat, meta_batch=meta_batch,
+        inner_steps=inner_steps)
     optimizer = optax.adam(1e-3)
-    params = init_params(model, jax.random.PRNGKey(1), jnp.zeros((ways * shots, *shape)))
     state = create_train_state(learner, optimizer, params, jax.random.PRNGKey(2))
 
     mesh = None
@@ -121,13 +143,15 @@ def prepare(workload: str, algo: str, *, conv_impl: str, unroll,
     runners = {"step": train_once}
     adapt_gflop = float("nan")
     if adapt:
-        eval_step = make_eval_step(learner, sample, 10, task_chunk=task_chunk)
         keys = jax.random.split(jax.random.PRNGKey(3), meta_batch)
+        eval_step = make_eval_step(learner, sample, 10, task_chunk=task_chunk).lower(
+            params, images, keys).compile()
         runners["adapt"] = lambda: eval_step(box[0].params, images, keys)
         if unroll is True:
-            # The same adaptation vmapped, so that XLA's count covers every task.
-            whole = make_eval_step(learner, sample, 10, task_chunk=0)
-            adapt_cost = whole.lower(params, images, keys).compile().cost_analysis()
+            # XLA's count covers every task only with the adaptation vmapped (chunk 0).
+            whole = eval_step if task_chunk == 0 else make_eval_step(
+                learner, sample, 10, task_chunk=0).lower(params, images, keys).compile()
+            adapt_cost = whole.cost_analysis()
             adapt_gflop = adapt_cost.get("flops", float("nan")) / 1e9 if adapt_cost else adapt_gflop
     for run in runners.values() if warm else ():
         jax.block_until_ready(run())
@@ -198,17 +222,22 @@ def _peer_row(workload: str, algo: str, args) -> dict | None:
         *WORKLOADS[workload], algo, repeats=args.repeats, threads=args.torch_threads)}
 
 
+def fastest_row(rows: list[dict], workload: str, algo: str, *, adapted: bool = False
+                ) -> dict | None:
+    """metajax's fastest one-device row of ``workload`` x ``algo`` (e.g. over --task-chunk);
+    with ``adapted`` only rows whose adaptation was timed. None when there is none."""
+    candidates = [r for r in rows if r["workload"] == workload and r["algo"] == algo
+                  and r["devices"] == 1 and not (adapted and math.isnan(r["adapt10_s_per_batch"]))]
+    return max(candidates, key=lambda r: r["tasks_per_s"], default=None)
+
+
 def anil_vs_maml(rows: list[dict], workload: str) -> dict | None:
     """How much faster ANIL trains and adapts than second-order MAML on ``workload`` (one device,
     each algorithm's fastest row), and how many times fewer operations its adaptation does."""
-    best = {}
-    for algo in ("maml", "anil"):
-        timed = [r for r in rows if r["workload"] == workload and r["algo"] == algo
-                 and r["devices"] == 1 and r["adapt10_s_per_batch"] == r["adapt10_s_per_batch"]]
-        if not timed:
-            return None
-        best[algo] = max(timed, key=lambda r: r["tasks_per_s"])
-    maml, anil = best["maml"], best["anil"]
+    maml = fastest_row(rows, workload, "maml", adapted=True)
+    anil = fastest_row(rows, workload, "anil", adapted=True)
+    if maml is None or anil is None:
+        return None
     return {"workload": workload, "anil_vs_maml": True,
             "train_speedup": round(anil["tasks_per_s"] / maml["tasks_per_s"], 2),
             "adapt_speedup": round(maml["adapt10_s_per_batch"] / anil["adapt10_s_per_batch"], 2),
@@ -297,10 +326,7 @@ def main(argv=None) -> None:
             if args.peer:
                 peer = _peer_row(workload, algo, args)
                 if peer is not None:
-                    # The best of metajax's rows on one device (e.g. over --task-chunk).
-                    ours = max((r for r in rows if r["workload"] == workload
-                                and r["algo"] == algo and r["devices"] == 1),
-                               key=lambda r: r["tasks_per_s"])
+                    ours = fastest_row(rows, workload, algo)
                     peer["metajax_speedup"] = round(ours["tasks_per_s"] / peer["tasks_per_s"], 2)
                     peer["metajax_adapt_speedup"] = round(
                         peer["adapt10_s_per_batch"] / ours["adapt10_s_per_batch"], 2)
