@@ -1,13 +1,18 @@
 """Meta-learning algorithms as values (``MetaLearner``) built by factory functions."""
-from metajax.algorithms.base import MetaLearner
-from metajax.algorithms.maml import anil, fomaml, maml, pretrain
+from metajax.algorithms.base import MetaLearner, supports, task_keys
+from metajax.algorithms.boil import boil
+from metajax.algorithms.maml import anil, fomaml, gradient_based_learner, maml, pretrain
 from metajax.algorithms.mamlpp import mamlpp, msl_weights
 from metajax.algorithms.metasgd import metasgd
 from metajax.algorithms.nil import nil, nil_scores
-from metajax.algorithms.objectives import Objective, classification, regression
-from metajax.algorithms.registry import ALGORITHMS, MASKABLE, make_algorithm
+from metajax.algorithms.objectives import Objective, classification, regression, task_metrics
+from metajax.algorithms.protomaml import protomaml
+from metajax.algorithms.protonets import prototype_logits, prototypes, protonets
+from metajax.algorithms.registry import ALGORITHMS, get_factory, make_algorithm
 from metajax.algorithms.reptile import reptile
 
-__all__ = ["ALGORITHMS", "MASKABLE", "MetaLearner", "Objective", "anil", "classification", "fomaml",
-           "make_algorithm", "maml", "mamlpp", "metasgd", "msl_weights", "nil", "nil_scores", "pretrain", "regression",
-           "reptile"]
+__all__ = ["ALGORITHMS", "MetaLearner", "Objective", "anil", "boil", "classification", "fomaml",
+           "get_factory", "gradient_based_learner", "make_algorithm", "maml", "mamlpp",
+           "metasgd", "msl_weights", "nil", "nil_scores", "pretrain", "protomaml",
+           "prototype_logits", "prototypes", "protonets", "regression", "reptile", "supports",
+           "task_keys", "task_metrics"]

@@ -8,36 +8,22 @@ differentiating through the k inner steps (second order). FOMAML drops the inner
 its meta-gradient is grad L_Q evaluated at the adapted params. ANIL adapts only the head:
 theta = (body, head), the inner loop updates the head on features f = body(x), which are
 computed once per task because the body does not change during adaptation.
+
+Models with state (stock batch norm): every training-mode pass normalises with its batch's
+statistics; the running averages are left alone by the inner loop and updated once per task, by
+the query pass with the adapted weights (``task_grad`` returns that state; the training step keeps
+the mean over the task batch). Models with dropout draw a fresh mask per inner step and for the
+query pass, from the task's key.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from metajax.algorithms.base import MetaLearner
-from metajax.algorithms.objectives import Objective
+from metajax.algorithms.base import MetaLearner, task_keys
+from metajax.algorithms.objectives import Objective, task_metrics
 from metajax.core.adapt import inner_loop
-
-
-def _model_fns(model):
-    def predict(params, x):
-        return model.apply({"params": params}, x)
-
-    def embed(body, x):
-        return model.apply({"params": {"body": body}}, x, method="embed")
-
-    def apply_head(head, features):
-        return model.apply({"params": {"head": head}}, features, method="apply_head")
-
-    return predict, embed, apply_head
-
-
-def _task_metrics(objective: Objective, pred, target, loss, inner_losses) -> dict:
-    metrics = {"outer/loss": loss}
-    metrics.update({f"outer/{k}": v for k, v in objective.metrics(pred, target).items()})
-    if inner_losses.shape[0]:
-        metrics["inner/loss_pre"] = inner_losses[0]
-    return metrics
+from metajax.models.functional import as_model
 
 
 def maml(model, objective: Objective, *, inner_lr: float, inner_steps: int,
@@ -46,7 +32,7 @@ def maml(model, objective: Objective, *, inner_lr: float, inner_steps: int,
     """MAML: meta-learns an initialisation that a few SGD steps adapt to a new task.
 
     Args:
-      model: a Flax module whose params are ``{"body", "head"}`` (e.g. ``Conv4``, ``MLP``).
+      model: a Flax module (or ``metajax.as_model(module, head=...)``).
       objective: ``classification()`` or ``regression()``.
       inner_lr: alpha, the inner SGD step size.
       inner_steps: k, inner steps during meta-training (test time passes its own count).
@@ -69,35 +55,47 @@ def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_
     Args:
       lr_of: ``lr_of(meta_params)`` -> the inner rate(s): a constant (MAML) or learned
         meta-parameters (Meta-SGD: one rate per parameter).
+      mask: a mask tree, or a function ``params -> mask`` (BOIL: the body's leaves).
       init, params_of: build meta-parameters from model params, and take them back out.
       Others: as :func:`maml`.
     """
-    predict, _, _ = _model_fns(model)
+    model = as_model(model)
 
-    def batch_loss(params, batch):
-        x, y = batch
-        return objective.loss(predict(params, x), y)
+    def loss_on(state, train):
+        def batch_loss(params, batch, key=None):
+            x, y = batch
+            return objective.loss(model.predict(params, x, state=state, key=key, train=train), y)
+        return batch_loss
 
-    def adapt_with_losses(meta, support, steps, fo):
-        return inner_loop(params_of(meta), batch_loss, support, inner_lr=lr_of(meta), steps=steps,
-                          mask=mask, first_order=fo, unroll=unroll, remat=remat)
+    def adapt_with_losses(meta, support, steps, fo, key, state, train):
+        params = params_of(meta)
+        return inner_loop(params, loss_on(state, train), support, inner_lr=lr_of(meta),
+                          steps=steps, mask=mask(params) if callable(mask) else mask,
+                          first_order=fo, unroll=unroll, remat=remat, key=key)
 
-    def task_objective(meta, task, steps, fo):
+    def task_objective(meta, task, steps, fo, key, state, train):
         support, (xq, yq) = task
-        adapted, inner_losses = adapt_with_losses(meta, support, steps, fo)
-        pred = predict(adapted, xq)
+        inner_key, query_key = task_keys(key) if train else (None, None)
+        adapted, inner_losses = adapt_with_losses(meta, support, steps, fo, inner_key, state,
+                                                  train)
+        pred, new_state = model.apply(adapted, xq, state=state, key=query_key, train=train)
         loss = objective.loss(pred, yq)
-        return loss, _task_metrics(objective, pred, yq, loss, inner_losses)
+        return loss, (task_metrics(objective, pred, yq, loss, inner_losses), new_state)
 
-    def task_grad(meta, task, step=0):
+    def task_grad(meta, task, step=0, *, key=None, state=None):
         del step  # not annealed
-        return jax.grad(task_objective, has_aux=True)(meta, task, inner_steps, first_order)
+        grads, (metrics, new_state) = jax.grad(task_objective, has_aux=True)(
+            meta, task, inner_steps, first_order, key, state, True)
+        return grads, metrics, new_state
 
-    def adapt(meta, support, steps):
-        return adapt_with_losses(meta, support, steps, True)[0]
+    def adapt(meta, support, steps, *, key=None, state=None):
+        del key  # test-time adaptation is deterministic
+        return adapt_with_losses(meta, support, steps, True, None, state, False)[0]
 
-    def evaluate(meta, task, steps):
-        return task_objective(jax.lax.stop_gradient(meta), task, steps, True)[1]
+    def evaluate(meta, task, steps, *, key=None, state=None):
+        del key
+        return task_objective(jax.lax.stop_gradient(meta), task, steps, True, None, state,
+                              False)[1][0]
 
     return MetaLearner(init=init, task_grad=task_grad, adapt=adapt, evaluate=evaluate,
                        params_of=params_of)
@@ -112,40 +110,51 @@ def fomaml(model, objective: Objective, *, inner_lr: float, inner_steps: int, ma
 
 def anil(model, objective: Objective, *, inner_lr: float, inner_steps: int,
          first_order: bool = False, unroll: int | bool = True, remat: bool = False) -> MetaLearner:
-    """ANIL (Almost No Inner Loop): MAML whose inner loop adapts only ``params["head"]``.
+    """ANIL (Almost No Inner Loop): MAML whose inner loop adapts only the head.
 
-    Equal to ``maml(..., mask=head_only_mask(params))`` in value and gradient, but the body's
-    features of the support and query sets are computed once per task instead of once per inner
-    step, and the inner gradients are those of the head alone.
+    The head is the model's (``metajax.as_model``: the ``"head"`` subtree, the last ``nn.Dense``,
+    or the one named by ``head=``). Equal to ``maml(..., mask=model.head_mask(params))`` in value
+    and gradient, but the features of the support and query sets are computed once per task
+    instead of once per inner step, and the inner gradients are those of the head alone.
     """
-    _, embed, apply_head = _model_fns(model)
+    model = as_model(model)
 
-    def head_loss(head, batch):
-        features, y = batch
-        return objective.loss(apply_head(head, features), y)
+    def head_loss(train):
+        def loss(head, batch, key=None):
+            features, y = batch
+            return objective.loss(model.apply_head(head, features, key=key, train=train), y)
+        return loss
 
-    def adapt_head(params, support, steps, fo):
-        xs, ys = support
-        features = embed(params["body"], xs)
-        return inner_loop(params["head"], head_loss, (features, ys), inner_lr=inner_lr,
-                          steps=steps, first_order=fo, unroll=unroll, remat=remat)
-
-    def task_objective(params, task, steps, fo):
-        support, (xq, yq) = task
-        head, inner_losses = adapt_head(params, support, steps, fo)
-        pred = apply_head(head, embed(params["body"], xq))
+    def run(params, task, steps, fo, key, state, train):
+        (xs, ys), (xq, yq) = task
+        support_key, query_key, inner_key, head_key = task_keys(key, 4) if train else (None,) * 4
+        features, _ = model.embed(params, xs, state=state, key=support_key, train=train)
+        query_features, new_state = model.embed(params, xq, state=state, key=query_key,
+                                                train=train)
+        head, inner_losses = inner_loop(model.head_params(params), head_loss(train),
+                                        (features, ys), inner_lr=inner_lr, steps=steps,
+                                        first_order=fo, unroll=unroll, remat=remat, key=inner_key)
+        pred = model.apply_head(head, query_features, key=head_key, train=train)
         loss = objective.loss(pred, yq)
-        return loss, _task_metrics(objective, pred, yq, loss, inner_losses)
+        return loss, (task_metrics(objective, pred, yq, loss, inner_losses), new_state)
 
-    def task_grad(params, task, step=0):
+    def task_grad(params, task, step=0, *, key=None, state=None):
         del step  # not annealed
-        return jax.grad(task_objective, has_aux=True)(params, task, inner_steps, first_order)
+        grads, (metrics, new_state) = jax.grad(run, has_aux=True)(
+            params, task, inner_steps, first_order, key, state, True)
+        return grads, metrics, new_state
 
-    def adapt(params, support, steps):
-        return {**params, "head": adapt_head(params, support, steps, True)[0]}
+    def adapt(params, support, steps, *, key=None, state=None):
+        del key
+        xs, ys = support
+        features, _ = model.embed(params, xs, state=state, train=False)
+        head, _ = inner_loop(model.head_params(params), head_loss(False), (features, ys),
+                             inner_lr=inner_lr, steps=steps, first_order=True, unroll=unroll)
+        return model.replace_head(params, head)
 
-    def evaluate(params, task, steps):
-        return task_objective(jax.lax.stop_gradient(params), task, steps, True)[1]
+    def evaluate(params, task, steps, *, key=None, state=None):
+        del key
+        return run(jax.lax.stop_gradient(params), task, steps, True, None, state, False)[1][0]
 
     return MetaLearner(init=lambda params: params, task_grad=task_grad, adapt=adapt,
                        evaluate=evaluate)
@@ -159,19 +168,20 @@ def pretrain(model, objective: Objective, *, inner_lr: float, inner_steps: int =
     ``steps`` SGD steps of size ``inner_lr`` on the support set, like MAML.
     """
     del inner_steps  # joint training has no inner loop
+    model = as_model(model)
     base = maml(model, objective, inner_lr=inner_lr, inner_steps=0, unroll=unroll)
-    predict, _, _ = _model_fns(model)
 
-    def task_grad(params, task, step=0):
+    def task_grad(params, task, step=0, *, key=None, state=None):
         del step  # not annealed
         (xs, ys), (xq, yq) = task
         x, y = jnp.concatenate([xs, xq]), jnp.concatenate([ys, yq])
 
         def joint_loss(p):
-            pred = predict(p, x)
+            pred, new_state = model.apply(p, x, state=state, key=key)
             loss = objective.loss(pred, y)
-            return loss, _task_metrics(objective, pred, y, loss, jnp.zeros((0,)))
+            return loss, (task_metrics(objective, pred, y, loss, jnp.zeros((0,))), new_state)
 
-        return jax.grad(joint_loss, has_aux=True)(params)
+        grads, (metrics, new_state) = jax.grad(joint_loss, has_aux=True)(params)
+        return grads, metrics, new_state
 
     return base._replace(task_grad=task_grad)

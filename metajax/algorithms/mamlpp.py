@@ -42,10 +42,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax.algorithms.base import MetaLearner
-from metajax.algorithms.maml import _task_metrics
-from metajax.algorithms.objectives import Objective
+from metajax.algorithms.base import MetaLearner, task_keys
+from metajax.algorithms.objectives import Objective, task_metrics
 from metajax.core.partition import combine, partition
+from metajax.models.functional import as_model
 
 _BN_LEAVES = ("scale", "offset")
 
@@ -79,7 +79,7 @@ def _has_batch_norm(params) -> bool:
 
 def _initial_stats(params):
     """Running statistics (mean 0, variance 1) for every batch-norm layer, in the structure of
-    the ``batch_stats`` the model sows: one ``{"mean", "var"}`` per block holding a ``scale``."""
+    the ``moments`` the model sows: one ``{"mean", "var"}`` per block holding a ``scale``."""
     if not isinstance(params, dict):
         return None
     if "scale" in params and "offset" in params:
@@ -96,7 +96,9 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
     """MAML++ with the parts selected by the switches (all off: MAML).
 
     Args:
-      model: a ``BodyHead`` Flax module; BNWB/BNRS need one with batch norm (``Conv4``).
+      model: a Flax module; BNWB/BNRS need metajax's batch norm (``Conv4``'s ``ConvBlock``: its
+        ``scale``/``offset`` params and sown ``moments``); with them off any module works,
+        stock ``nn.BatchNorm`` and ``nn.Dropout`` included (as in ``metajax.maml``).
       objective: ``classification()`` or ``regression()``.
       inner_lr: the inner rate (LSLR: every learned rate's start).
       inner_steps: S, inner steps in meta-training; sizes the per-step parameters.
@@ -121,11 +123,14 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
     if test_stats not in ("running", "batch"):
         raise ValueError(f"unknown test statistics {test_stats!r}; use 'running' or 'batch'")
     num_sets = inner_steps + 1  # batch-norm sets: one per parameter state theta_0..theta_S
+    functional = as_model(model)
+    module = functional.module
 
     def init(params):
-        if (bnwb or bnrs) and not _has_batch_norm(params):
-            raise ValueError("--bnwb/--bnrs need a model with batch norm (e.g. conv4); this "
-                             "model has none. Turn them off with --bnwb false --bnrs false")
+        if (bnwb or bnrs) and _initial_stats(params) is None:
+            raise ValueError("--bnwb/--bnrs need metajax's batch norm (ConvBlock: conv4, "
+                             "conv4-pool); this model has none (stock nn.BatchNorm keeps its own "
+                             "running averages). Turn them off with --bnwb false --bnrs false")
         bn, rest = partition(params, bn_leaf_mask(params)) if bnwb else (None, params)
         meta = {"params": rest}
         if bnwb:
@@ -146,14 +151,18 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
         index = jnp.minimum(i, num_sets - 1)
         return combine(theta, jax.tree_util.tree_map(lambda b: b[index], meta["bn"]))
 
-    def forward(meta, theta, i, x, running: bool):
-        variables = {"params": model_params(meta, theta, i)}
+    def forward(meta, theta, i, x, running: bool, state, key, train):
+        """``(output, sown batch moments (BNRS), model state after the pass)``."""
+        params = model_params(meta, theta, i)
         if running:
             index = jnp.minimum(i, num_sets - 1)
-            variables["bn_stats"] = jax.tree_util.tree_map(lambda s: s[index], meta["bn_stats"])
-            return model.apply(variables, x), None
-        out, aux = model.apply(variables, x, mutable=["batch_stats"])
-        return out, aux.get("batch_stats")
+            stats = jax.tree_util.tree_map(lambda s: s[index], meta["bn_stats"])
+            return module.apply({"params": params, "bn_stats": stats}, x), None, state
+        if bnrs:
+            out, aux = module.apply({"params": params}, x, mutable=["moments"])
+            return out, aux.get("moments"), state
+        out, new_state = functional.apply(params, x, state=state, key=key, train=train)
+        return out, None, new_state
 
     def rate(meta, i):
         if not lslr:
@@ -161,15 +170,18 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
         index = jnp.minimum(i, inner_steps - 1)
         return jax.tree_util.tree_map(lambda r: r[index], meta["lslr"])
 
-    def run_task(meta, task, steps, fo, running, weights):
-        """Adapts on the support set; returns (objective, metrics, batch statistics per state)."""
+    def run_task(meta, task, steps, fo, running, weights, key, state, train):
+        """Adapts on the support set; returns (objective, (metrics, batch statistics per state,
+        model state))."""
         (xs, ys), (xq, yq) = task
+        inner_key, query_key = task_keys(key)
+        fold = lambda k, i: None if k is None else jax.random.fold_in(k, i)
 
         def support_loss(theta, i):
             # The support set is normalised with its own statistics, in training and at test
             # time alike: the inner loop's gradients (and the rates learned for them) stay those
             # of batch norm; see the module docstring.
-            out, stats = forward(meta, theta, i, xs, False)
+            out, stats, _ = forward(meta, theta, i, xs, False, state, fold(inner_key, i), train)
             return objective.loss(out, ys), stats
 
         def step(theta, i):
@@ -182,45 +194,53 @@ def mamlpp(model, objective: Objective, *, inner_lr: float, inner_steps: int,
             if bnrs and not running:  # only training updates the running statistics
                 outputs["stats"] = stats
             if weights is not None:  # MSL: the query loss of theta_{i+1}
-                out_q, _ = forward(meta, theta, i + 1, xq, running)
+                out_q, _, _ = forward(meta, theta, i + 1, xq, running, state,
+                                      fold(query_key, i + 1), train)
                 outputs["query_loss"] = objective.loss(out_q, yq)
             return theta, outputs
 
         if remat:
             step = jax.checkpoint(step)
         theta, per_step = jax.lax.scan(step, meta["params"], jnp.arange(steps), unroll=unroll)
-        pred, final_stats = forward(meta, theta, steps, xq, running)
+        pred, final_stats, new_state = forward(meta, theta, steps, xq, running, state,
+                                               fold(query_key, 0), train)
         loss = objective.loss(pred, yq)
         total = loss if weights is None else jnp.dot(weights, per_step["query_loss"])
-        metrics = _task_metrics(objective, pred, yq, loss, per_step["loss"])
+        metrics = task_metrics(objective, pred, yq, loss, per_step["loss"])
         if weights is not None:
             metrics["outer/msl_loss"] = total
         stats = None
         if not running and bnrs:
             stats = jax.tree_util.tree_map(lambda s, f: jnp.concatenate([s, f[None]]),
                                            per_step["stats"], final_stats)
-        return total, (metrics, stats)
+        return total, (metrics, stats, new_state)
 
-    def task_grad(meta, task, step=0):
+    def task_grad(meta, task, step=0, *, key=None, state=None):
         weights = msl_weights(step, inner_steps, msl_anneal_steps) if msl else None
-        grads, (metrics, stats) = jax.grad(run_task, has_aux=True)(
-            meta, task, inner_steps, first_order, False, weights)
+        grads, (metrics, stats, new_state) = jax.grad(run_task, has_aux=True)(
+            meta, task, inner_steps, first_order, False, weights, key, state, True)
         if bnrs:
             # A pseudo-gradient whose SGD step with rate m (see ``outer``) is the moving average
             # stats <- stats - m (stats - batch_stats).
             grads["bn_stats"] = jax.tree_util.tree_map(lambda s, b: s - b, meta["bn_stats"],
                                                        jax.lax.stop_gradient(stats))
-        return grads, metrics
+        return grads, metrics, new_state
 
-    def evaluate(meta, task, steps):
+    def evaluate(meta, task, steps, *, key=None, state=None):
+        del key
         meta = jax.lax.stop_gradient(meta)
-        return run_task(meta, task, steps, True, bnrs and test_stats == "running", None)[1][0]
+        return run_task(meta, task, steps, True, bnrs and test_stats == "running", None, None,
+                        state, False)[1][0]
 
-    def adapt(meta, support, steps):
+    def adapt(meta, support, steps, *, key=None, state=None):
+        del key
         xs, ys = support
 
+        def loss(theta, i):
+            return objective.loss(forward(meta, theta, i, xs, False, state, None, False)[0], ys)
+
         def step(theta, i):
-            grads = jax.grad(lambda t: objective.loss(forward(meta, t, i, xs, False)[0], ys))(theta)
+            grads = jax.grad(loss)(theta, i)
             return jax.tree_util.tree_map(lambda p, g, a: p - a * g, theta, grads,
                                           rate(meta, i)), None
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from metajax.algorithms.base import MetaLearner
+from metajax.models.functional import as_model
 
 
 def nil_scores(support_features, support_labels, query_features, num_classes: int):
@@ -29,18 +30,19 @@ def nil(learner: MetaLearner, model, num_classes: int) -> MetaLearner:
 
     Args:
       learner: the trained algorithm (its ``params_of`` finds the model params).
-      model: the backbone, with an ``embed`` method (penultimate features).
+      model: the backbone (a Flax module or ``metajax.as_model(...)``); its head's input are the
+        features compared.
       num_classes: N of the N-way tasks.
 
     The reported ``outer/loss`` is the cross-entropy of the softmax of the scores (a diagnostic:
     NIL is not trained on it); ``steps`` is ignored.
     """
-    def embed(params, x):
-        return model.apply({"params": {"body": params["body"]}}, x, method="embed")
+    model = as_model(model)
 
-    def evaluate(meta_params, task, steps):
-        del steps  # NIL has no inner loop
+    def evaluate(meta_params, task, steps, *, key=None, state=None):
+        del steps, key  # NIL has no inner loop
         params = jax.lax.stop_gradient(learner.params_of(meta_params))
+        embed = lambda p, x: model.embed(p, x, state=state, train=False)[0]
         (xs, ys), (xq, yq) = task
         scores = nil_scores(embed(params, xs), ys, embed(params, xq), num_classes)
         loss = optax.softmax_cross_entropy_with_integer_labels(scores, yq).mean()

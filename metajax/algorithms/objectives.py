@@ -34,3 +34,14 @@ def regression() -> Objective:
         return {"mse": jnp.square(pred - target).mean()}
 
     return Objective(loss, metrics)
+
+
+def task_metrics(objective: Objective, pred, target, loss, inner_losses) -> dict:
+    """The standard metrics of one task: ``outer/loss``, ``outer/<objective metric>`` (``acc`` or
+    ``mse``) of the query predictions, and ``inner/loss_pre`` (the support loss before the first
+    inner step) when there was an inner loop (``inner_losses`` has one entry per inner step)."""
+    metrics = {"outer/loss": loss}
+    metrics.update({f"outer/{k}": v for k, v in objective.metrics(pred, target).items()})
+    if inner_losses.shape[0]:
+        metrics["inner/loss_pre"] = inner_losses[0]
+    return metrics

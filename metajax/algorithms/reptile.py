@@ -12,10 +12,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metajax.algorithms.base import MetaLearner
-from metajax.algorithms.maml import _model_fns, _task_metrics, maml
-from metajax.algorithms.objectives import Objective
+from metajax.algorithms.base import MetaLearner, task_keys
+from metajax.algorithms.maml import maml
+from metajax.algorithms.objectives import Objective, task_metrics
 from metajax.core.adapt import inner_loop
+from metajax.models.functional import as_model
 
 
 def class_balanced_order(labels: jax.Array) -> jax.Array:
@@ -71,15 +72,17 @@ def reptile(model, objective: Objective, *, inner_lr: float, inner_steps: int,
         raise ValueError(f"reptile needs --inner-steps >= 1, got {inner_steps}")
     if inner_batch < 0:
         raise ValueError(f"--inner-batch must be >= 0 (0: the whole task), got {inner_batch}")
+    model = as_model(model)
     base = maml(model, objective, inner_lr=inner_lr, inner_steps=inner_steps, unroll=unroll)
-    predict, _, _ = _model_fns(model)
 
-    def batch_loss(params, batch):
-        x, y = batch
-        return objective.loss(predict(params, x), y)
-
-    def task_grad(params, task, step=0):
+    def task_grad(params, task, step=0, *, key=None, state=None):
         del step  # not annealed
+        inner_key, query_key = task_keys(key)
+
+        def batch_loss(p, batch, key=None):
+            x, y = batch
+            return objective.loss(model.predict(p, x, state=state, key=key), y)
+
         (xs, ys), (xq, yq) = task
         x, y = jnp.concatenate([xs, xq]), jnp.concatenate([ys, yq])
         # Full batch is the one-minibatch case. No gradient flows through the inner loop, so
@@ -87,9 +90,9 @@ def reptile(model, objective: Objective, *, inner_lr: float, inner_steps: int,
         batches = inner_batches(x, y, inner_batch or y.shape[0])
         adapted, losses = inner_loop(params, batch_loss, batches, inner_lr=inner_lr,
                                      steps=inner_steps, first_order=True, unroll=unroll,
-                                     minibatches=True)
-        pred = predict(adapted, xq)
-        metrics = _task_metrics(objective, pred, yq, objective.loss(pred, yq), losses)
-        return jax.tree_util.tree_map(lambda p, w: p - w, params, adapted), metrics
+                                     minibatches=True, key=inner_key)
+        pred, new_state = model.apply(adapted, xq, state=state, key=query_key)
+        metrics = task_metrics(objective, pred, yq, objective.loss(pred, yq), losses)
+        return jax.tree_util.tree_map(lambda p, w: p - w, params, adapted), metrics, new_state
 
     return base._replace(task_grad=task_grad)

@@ -32,7 +32,7 @@ def _lr_tree(inner_lr, params: PyTree, mask: PyTree | None) -> PyTree:
 
 def inner_loop(params: PyTree, loss_fn: LossFn, support, *, inner_lr, steps: int,
                mask: PyTree | None = None, first_order: bool = False, unroll: int | bool = 1,
-               remat: bool = False, minibatches: bool = False):
+               remat: bool = False, minibatches: bool = False, key=None):
     """Adapts ``params`` to one task and also returns the support loss seen at each step.
 
     theta_0 = params,  theta_{t+1} = theta_t - alpha * grad_theta L_support(theta_t),  t < steps,
@@ -55,6 +55,8 @@ def inner_loop(params: PyTree, loss_fn: LossFn, support, *, inner_lr, steps: int
         meta-gradient stays nearly flat in ``steps`` at the price of about one more forward pass.
       minibatches: ``support`` is a stack of minibatches (every leaf has a leading minibatch
         axis of size M) and step t uses minibatch t mod M (Reptile's inner loop).
+      key: an RNG key for a stochastic model (dropout): step t calls
+        ``loss_fn(params, batch, key=fold_in(key, t))``. ``None``: ``loss_fn(params, batch)``.
 
     Returns:
       ``(adapted_params, losses)`` with ``losses[t] = L_support(theta_t)``, shape ``(steps,)``.
@@ -64,15 +66,17 @@ def inner_loop(params: PyTree, loss_fn: LossFn, support, *, inner_lr, steps: int
     adapted, frozen = partition(params, mask)
     lrs = _lr_tree(inner_lr, params, mask)
 
-    def support_loss(theta, batch):
-        return loss_fn(combine(theta, frozen), batch)
+    def support_loss(theta, batch, t):
+        if key is None:
+            return loss_fn(combine(theta, frozen), batch)
+        return loss_fn(combine(theta, frozen), batch, key=jax.random.fold_in(key, t))
 
     def step(theta, t):
         batch = support
         if minibatches:
             count = jax.tree_util.tree_leaves(support)[0].shape[0]
             batch = jax.tree_util.tree_map(lambda a: a[t % count], support)
-        loss, grads = jax.value_and_grad(support_loss)(theta, batch)
+        loss, grads = jax.value_and_grad(support_loss)(theta, batch, t)
         if first_order:
             grads = jax.lax.stop_gradient(grads)
         theta = jax.tree_util.tree_map(lambda p, g, a: p - a * g, theta, grads, lrs)

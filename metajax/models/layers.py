@@ -94,7 +94,7 @@ class ConvBlock(nn.Module):
 
     Batch norm normalises with the batch's own statistics, unless the variables passed to
     ``apply`` hold a ``"bn_stats"`` collection (``{"mean", "var"}`` per block): then with those.
-    With ``mutable=["batch_stats"]`` the batch statistics used are returned (sown), which is how
+    With ``mutable=["moments"]`` the batch statistics used are returned (sown), which is how
     MAML++ accumulates running statistics; otherwise sowing costs nothing.
     """
 
@@ -116,8 +116,8 @@ class ConvBlock(nn.Module):
             var = self.get_variable("bn_stats", "var")
         else:
             mean, var = batch_moments(y)
-            self.sow("batch_stats", "mean", mean, reduce_fn=lambda _, v: v, init_fn=lambda: None)
-            self.sow("batch_stats", "var", var, reduce_fn=lambda _, v: v, init_fn=lambda: None)
+            self.sow("moments", "mean", mean, reduce_fn=lambda _, v: v, init_fn=lambda: None)
+            self.sow("moments", "var", var, reduce_fn=lambda _, v: v, init_fn=lambda: None)
         y = jax.nn.relu(batch_norm(y, scale, offset, mean=mean, var=var))
         if self.downsample == "pool":
             y = max_pool_2x2(y)

@@ -10,15 +10,17 @@ import jax.numpy as jnp
 
 @flax.struct.dataclass
 class TrainState:
-    """Meta-parameters, outer optimiser state, step counter and RNG key (raw uint32 key data)."""
+    """Meta-parameters, outer optimiser state, step counter, RNG key (raw uint32 key data), and
+    the model's non-parameter state (stock batch norm's running averages; ``{}`` when none)."""
 
     step: jax.Array
     params: Any
     opt_state: Any
     rng: jax.Array
+    model_state: Any = flax.struct.field(default_factory=dict)
 
 
-def create_train_state(learner, optimizer, model_params, rng) -> TrainState:
+def create_train_state(learner, optimizer, model_params, rng, model_state=None) -> TrainState:
     params = learner.init(model_params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=optimizer.init(params), rng=rng)
+                      opt_state=optimizer.init(params), rng=rng, model_state=model_state or {})

@@ -58,56 +58,90 @@ def map_tasks(fn, tasks, *, chunk: int | None = None, mesh=None):
     return jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), out)
 
 
-def batch_task_grads(learner, params, tasks, step=0, *, chunk: int | None = None, mesh=None):
-    """Mean (pseudo-)meta-gradient and mean metrics of a batch of tasks (leading axis).
+def batch_task_grads(learner, params, tasks, step=0, *, keys=None, model_state=None,
+                     chunk: int | None = None, mesh=None):
+    """Mean (pseudo-)meta-gradient, mean metrics and mean model state of a batch of tasks.
 
-    ``step`` is the outer step, passed to every task's ``task_grad``; ``chunk`` and ``mesh`` as in
-    :func:`map_tasks`.
+    Args:
+      learner: a ``MetaLearner``.
+      params: its meta-parameters.
+      tasks: a batch of tasks (leading axis).
+      step: the outer step, passed to every task's ``task_grad``.
+      keys: one RNG key per task (dropout), or ``None``.
+      model_state: the model's state before the step (``{}``/``None``: none).
+      chunk, mesh: as in :func:`map_tasks`.
+
+    Returns:
+      ``(grads, metrics, model_state)``, each the mean over tasks (the state keeps its dtypes).
     """
-    grads, metrics = map_tasks(lambda task: learner.task_grad(params, task, step), tasks,
-                               chunk=chunk, mesh=mesh)
+    def one(task_and_key):
+        task, key = task_and_key
+        return learner.task_grad(params, task, step, key=key, state=model_state)
+
+    grads, metrics, states = map_tasks(one, (tasks, keys), chunk=chunk, mesh=mesh)
     mean = functools.partial(jnp.mean, axis=0)
-    return jax.tree_util.tree_map(mean, grads), jax.tree_util.tree_map(mean, metrics)
+    new_state = jax.tree_util.tree_map(lambda s, old: mean(s).astype(old.dtype), states,
+                                       model_state) if model_state else model_state
+    return jax.tree_util.tree_map(mean, grads), jax.tree_util.tree_map(mean, metrics), new_state
 
 
 def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, meta_batch: int,
-                   *, jit: bool = True, mesh=None, task_chunk: int | None = None):
+                   *, jit: bool = True, mesh=None, task_chunk: int | None = None,
+                   presampled: bool = False):
     """Builds ``meta_step(state, data) -> (state, metrics)``.
 
     One outer update: draw ``meta_batch`` tasks from ``data`` with a fresh key, average the tasks'
     meta-gradients, apply the optimiser. With ``jit`` (the default) it is compiled and the state
     argument is donated. With a ``mesh`` (see ``metajax.training.sharding``) the task batch is
     split over its devices; the state should be replicated on it. ``task_chunk``: see
-    :func:`map_tasks`.
+    :func:`map_tasks`. With ``presampled``, ``data`` is the step's batch of tasks itself (drawn on
+    the host from the same keys, see :func:`step_sample_keys`), and ``sample`` is unused.
+
+    Keys: the state's key splits into the next state's key, the key the tasks are drawn from
+    and the key of the tasks' randomness (dropout), one per task.
     """
     if mesh is not None:
         check_divisible(meta_batch, mesh)
 
     def meta_step(state: TrainState, data):
-        rng, key = jax.random.split(state.rng)
-        tasks = sample_tasks(sample, jax.random.split(key, meta_batch), data)
+        rng, sample_key, task_key = jax.random.split(state.rng, 3)
+        if presampled:
+            tasks = data
+        else:
+            tasks = sample_tasks(sample, jax.random.split(sample_key, meta_batch), data)
+        keys = jax.random.split(task_key, meta_batch)
         if mesh is not None:
-            tasks = shard_tasks(tasks, mesh)
-        grads, metrics = batch_task_grads(learner, state.params, tasks, state.step,
-                                          chunk=task_chunk, mesh=mesh)
+            tasks, keys = shard_tasks((tasks, keys), mesh)
+        grads, metrics, model_state = batch_task_grads(
+            learner, state.params, tasks, state.step, keys=keys, model_state=state.model_state,
+            chunk=task_chunk, mesh=mesh)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**metrics, "outer/grad_norm": optax.tree.norm(grads)}
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng,
+                                  model_state=model_state)
         return new_state, metrics
 
     return jax.jit(meta_step, donate_argnums=0) if jit else meta_step
 
 
+def step_sample_keys(rng, meta_batch: int):
+    """``(next rng, task-sampling keys)`` of a step whose state holds ``rng``, as the meta step
+    derives them, so that the host can draw a step's tasks ahead of it (``presampled``)."""
+    next_rng, sample_key, _ = jax.random.split(rng, 3)
+    return next_rng, jax.random.split(sample_key, meta_batch)
+
+
 def make_eval_step(learner, sample, inner_steps: int, *, task_chunk: int | None = None):
-    """Builds ``eval_step(params, data, keys) -> metrics``, one value per key, jit-compiled.
+    """Builds ``eval_step(params, model_state, data, keys) -> metrics``, one value per key, jitted.
 
     Task ``i`` is drawn from ``keys[i]`` alone, so results do not depend on how tasks are batched.
     ``task_chunk``: see :func:`map_tasks`.
     """
-    def eval_step(params, data, keys):
+    def eval_step(params, model_state, data, keys):
         tasks = sample_tasks(sample, keys, data)
-        return map_tasks(lambda task: learner.evaluate(params, task, inner_steps), tasks,
-                         chunk=task_chunk)
+        return map_tasks(lambda task: learner.evaluate(params, task, inner_steps,
+                                                       state=model_state),
+                         tasks, chunk=task_chunk)
 
     return jax.jit(eval_step)
