@@ -30,7 +30,7 @@ def test_reptile_with_one_step_and_one_task_is_an_sgd_step():
     model, params = _mlp()
     task = _task(0)
     learner = reptile(model, regression(), inner_lr=0.05, inner_steps=1)
-    pseudo_grad, _ = learner.task_grad(params, task)
+    pseudo_grad, _, _ = learner.task_grad(params, task)
     beta = 0.7
     updates, _ = optax.sgd(beta).update(pseudo_grad, optax.sgd(beta).init(params))
     new = optax.apply_updates(params, updates)
@@ -47,7 +47,7 @@ def test_batched_reptile_update_is_mean_of_per_task_updates():
     learner = reptile(model, regression(), inner_lr=0.05, inner_steps=3)
     tasks = [_task(i) for i in range(4)]
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tasks)
-    batched, _ = batch_task_grads(learner, params, stacked)
+    batched, _, _ = batch_task_grads(learner, params, stacked)
     per_task = [learner.task_grad(params, t)[0] for t in tasks]
     for leaf, *leaves in zip(jax.tree_util.tree_leaves(batched),
                              *[jax.tree_util.tree_leaves(g) for g in per_task]):
@@ -69,7 +69,7 @@ def test_reptile_minibatches_are_class_balanced_and_each_step_takes_the_next():
     model, params = _mlp()
     task = _task(2)
     learner = reptile(model, regression(), inner_lr=0.05, inner_steps=4, inner_batch=5)
-    pseudo_grad, _ = jax.jit(learner.task_grad)(params, task)
+    pseudo_grad, _, _ = jax.jit(learner.task_grad)(params, task)
     x = jnp.concatenate([task[0][0], task[1][0]])
     y = jnp.concatenate([task[0][1], task[1][1]])
     theta = params
@@ -92,8 +92,8 @@ def test_metasgd_starts_as_maml_and_learns_its_rates():
         ref = maml(model, regression(), inner_lr=0.03, inner_steps=2)
         meta = msgd.init(params)
         assert msgd.params_of(meta) is params
-        g_meta, m_meta = jax.jit(msgd.task_grad)(meta, task)
-        g_ref, m_ref = jax.jit(ref.task_grad)(params, task)
+        g_meta, m_meta, _ = jax.jit(msgd.task_grad)(meta, task)
+        g_ref, m_ref, _ = jax.jit(ref.task_grad)(params, task)
         np.testing.assert_allclose(m_meta["outer/loss"], m_ref["outer/loss"], rtol=1e-12)
         for a, b in zip(jax.tree_util.tree_leaves(g_meta["params"]), jax.tree_util.tree_leaves(g_ref)):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

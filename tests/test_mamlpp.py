@@ -58,8 +58,8 @@ def test_all_parts_off_is_maml():
         plus = mamlpp(model, classification(), inner_lr=0.3, inner_steps=S, unroll=1)
         ref = maml(model, classification(), inner_lr=0.3, inner_steps=S, unroll=1)
         meta = plus.init(params)
-        g, m = jax.jit(plus.task_grad)(meta, task)
-        g_ref, m_ref = jax.jit(ref.task_grad)(params, task)
+        g, m, _ = jax.jit(plus.task_grad)(meta, task)
+        g_ref, m_ref, _ = jax.jit(ref.task_grad)(params, task)
         np.testing.assert_allclose(m["outer/loss"], m_ref["outer/loss"], rtol=1e-12)
         _close(g["params"], g_ref, rtol=1e-9, atol=1e-12)
 
@@ -86,7 +86,7 @@ def test_msl_objective_is_weighted_query_loss_after_every_step():
                 for k, f in enumerate(evaluators, 1)]
     task_grad = jax.jit(plus.task_grad)
     for step in (0, 4, 10):
-        _, metrics = task_grad(meta, task, step)
+        _, metrics, _ = task_grad(meta, task, step)
         want = np.dot(np.asarray(msl_weights(step, S, 10)), per_step)
         np.testing.assert_allclose(metrics["outer/msl_loss"], want, rtol=1e-5)
         np.testing.assert_allclose(metrics["outer/loss"], per_step[-1], rtol=1e-5)
@@ -105,7 +105,7 @@ def test_bnwb_learns_one_set_of_batch_norm_weights_per_step_and_never_adapts_the
     model, plus, meta, task, task_grad = bn_run
     assert meta["params"]["body"]["conv1"]["scale"] is None  # lives in meta["bn"] instead
     assert meta["bn"]["body"]["conv1"]["scale"].shape == (S + 1, 4)
-    grads, _ = task_grad(meta, task)
+    grads, _, _ = task_grad(meta, task)
     # Every state's set gets its own gradient (states 0..S-1 through the support passes, S through
     # the query pass).
     g = np.asarray(grads["bn"]["body"]["conv2"]["offset"])
@@ -120,8 +120,8 @@ def test_bnrs_support_statistics_never_see_the_query(bn_run):
     model, plus, meta, task, task_grad = bn_run
     (xs, ys), (xq, yq) = task
     other = ((xs, ys), (jnp.flip(xq, axis=1) + 0.5, yq))  # same support, different query images
-    g1, m1 = task_grad(meta, task)
-    g2, m2 = task_grad(meta, other)
+    g1, m1, _ = task_grad(meta, task)
+    g2, m2, _ = task_grad(meta, other)
     # Statistics of states 0..S-1 come from support batches only; state S from the query batch.
     for a, b in zip(_leaves(g1["bn_stats"]), _leaves(g2["bn_stats"])):
         np.testing.assert_array_equal(a[:S], b[:S])
@@ -171,12 +171,12 @@ def test_eval_bn_stats_on_a_run_without_bnrs_is_a_clear_error(tmp_path, capsys):
 def test_bnrs_running_statistics_are_a_moving_average_of_batch_statistics(bn_run):
     model, plus, meta, task, task_grad = bn_run
     optimizer = plus.outer(optax.adam(1e-3))
-    grads, _ = task_grad(meta, task)
+    grads, _, _ = task_grad(meta, task)
     updates, _ = optimizer.update(grads, optimizer.init(meta), meta)
     new = optax.apply_updates(meta, updates)
     # State 0's support batch statistics, computed here directly with the initial weights.
-    _, aux = model.apply({"params": plus.params_of(meta)}, task[0][0], mutable=["batch_stats"])
-    batch = aux["batch_stats"]["body"]["conv1"]
+    _, aux = model.apply({"params": plus.params_of(meta)}, task[0][0], mutable=["moments"])
+    batch = aux["moments"]["body"]["conv1"]
     for name in ("mean", "var"):
         old = meta["bn_stats"]["body"]["conv1"][name][0]
         want = 0.9 * old + 0.1 * jnp.reshape(batch[name], old.shape)
@@ -194,7 +194,7 @@ def test_lslr_rates_are_per_tensor_per_step_with_exact_meta_gradient():
         meta = plus.init(params)
         assert meta["lslr"]["body"]["dense2"]["kernel"].shape == (S,)
         assert meta["lslr"]["head"]["bias"].dtype == jnp.float64
-        grads, _ = jax.jit(plus.task_grad)(meta, task)
+        grads, _, _ = jax.jit(plus.task_grad)(meta, task)
         leaves, treedef = jax.tree_util.tree_flatten(meta["lslr"])
         keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
         v = treedef.unflatten([jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves)])
@@ -231,13 +231,13 @@ def test_first_order_mamlpp_drops_second_order_terms():
     first = mamlpp(model, regression(), inner_lr=0.05, inner_steps=S, lslr=True,
                    first_order=True)
     meta = second.init(params)
-    g2, _ = jax.jit(second.task_grad)(meta, task)
-    g1, _ = jax.jit(first.task_grad)(meta, task)
+    g2, _, _ = jax.jit(second.task_grad)(meta, task)
+    g1, _, _ = jax.jit(first.task_grad)(meta, task)
     assert not np.allclose(g1["params"]["body"]["dense1"]["kernel"],
                            g2["params"]["body"]["dense1"]["kernel"])
     # with equal rates, first-order MAML++ is FOMAML
     fo = maml(model, regression(), inner_lr=0.05, inner_steps=S, first_order=True)
-    g_fo, _ = jax.jit(fo.task_grad)(params, task)
+    g_fo, _, _ = jax.jit(fo.task_grad)(params, task)
     _close(g1["params"], g_fo, rtol=1e-4, atol=1e-6)
 
 

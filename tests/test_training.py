@@ -50,11 +50,11 @@ def _assert_trees_close(a, b, **tol):
 @pytest.mark.parametrize("algo", ["maml", "fomaml", "anil"])
 def test_vmapped_task_batch_equals_python_loop(algo):
     learner, params, tasks, _, _ = _conv_setup(algo)
-    grads, metrics = jax.jit(functools.partial(batch_task_grads, learner, chunk=0))(params, tasks)
+    grads, metrics, _ = jax.jit(functools.partial(batch_task_grads, learner, chunk=0))(params, tasks)
     task_grad = jax.jit(learner.task_grad)
     per_task = [task_grad(params, jax.tree_util.tree_map(lambda x: x[i], tasks)) for i in range(3)]
-    loop_grads = jax.tree_util.tree_map(lambda *g: sum(g) / 3, *[g for g, _ in per_task])
-    loop_loss = sum(m["outer/loss"] for _, m in per_task) / 3
+    loop_grads = jax.tree_util.tree_map(lambda *g: sum(g) / 3, *[g for g, _, _ in per_task])
+    loop_loss = sum(m["outer/loss"] for _, m, _ in per_task) / 3
     _assert_trees_close(grads, loop_grads, rtol=2e-4, atol=1e-6)
     np.testing.assert_allclose(metrics["outer/loss"], loop_loss, rtol=1e-5)
 

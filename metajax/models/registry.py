@@ -6,8 +6,10 @@ import jax
 
 from metajax.models.conv4 import Conv4
 from metajax.models.mlp import MLP
+from metajax.plugins import is_import_path, load_object
+from metajax.models.resnet12 import ResNet12, resnet12_widths
 
-MODELS = ("conv4", "conv4-pool", "mlp")
+MODELS = ("conv4", "conv4-pool", "mlp", "resnet12")
 
 
 def build_model(name: str, num_outputs: int, *, hidden: int | None = None,
@@ -15,18 +17,33 @@ def build_model(name: str, num_outputs: int, *, hidden: int | None = None,
     """Builds a backbone by name.
 
     Args:
-      name: ``"conv4"`` (stride-2, Omniglot), ``"conv4-pool"`` (max-pool, MiniImageNet) or ``"mlp"``.
+      name: ``"conv4"`` (stride-2, Omniglot), ``"conv4-pool"`` (max-pool, MiniImageNet), ``"mlp"``
+        or ``"resnet12"`` (few-shot ResNet-12, running batch statistics; see ``resnet12.py``).
       num_outputs: head width (N for N-way classification, 1 for regression).
-      hidden: filters (conv) or units (MLP); the paper's value when ``None``.
-      conv_impl: ``"patches"`` (fast under vmap) or ``"xla"`` (native convolution).
+      hidden: filters (conv) or units (MLP); the paper's value when ``None``. For ``"resnet12"``
+        the first block's width: ``h`` gives widths ``(h, ceil(2.5 h), 5 h, 10 h)``, ``None``
+        the standard (64, 160, 320, 640).
+      conv_impl: ``"patches"`` (fast under vmap) or ``"xla"`` (native convolution). ResNet-12
+        always uses Flax's native ``nn.Conv`` and ignores it.
     """
+    if is_import_path(name):
+        factory = load_object(name, flag="--model", what="a model factory")
+        module = factory(num_outputs, **({"hidden": hidden} if hidden is not None else {}))
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"--model {name}: the factory returned a {type(module).__name__}, "
+                             "not a flax.linen.Module; return the module, e.g. "
+                             "`def factory(num_outputs): return MyNet(num_outputs)`")
+        return module
     if name == "conv4":
         return Conv4(num_outputs, hidden or 64, "stride", conv_impl)
     if name == "conv4-pool":
         return Conv4(num_outputs, hidden or 32, "pool", conv_impl)
     if name == "mlp":
         return MLP(num_outputs, (hidden or 40,) * 2)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if name == "resnet12":
+        return ResNet12(num_outputs, resnet12_widths(hidden))
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, or give an "
+                     "import path package.module:factory")
 
 
 def init_params(model: nn.Module, key, sample_input):

@@ -9,19 +9,23 @@ OUTER_OPTIMIZERS = ("adam", "sgd")
 META_LR_SCHEDULES = ("constant", "cosine")
 # MAML++'s switches (Antoniou et al. 2019); each needs --algo mamlpp.
 MAMLPP_SWITCHES = ("msl", "bnwb", "bnrs", "lslr", "da_steps")
-# Algorithms whose meta-gradient goes through the inner loop, where rematerialisation applies.
-REMAT_ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "mamlpp")
+DATA_PLACEMENTS = ("auto", "device", "host")
+EVAL_BN = ("batch", "running")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines a run. Named configs in ``metajax.configs`` override fields."""
 
-    algo: str = "maml"              # maml | fomaml | anil | reptile | metasgd | mamlpp | pretrain
-    dataset: str = "sinusoid"       # sinusoid | omniglot | miniimagenet | cifar-fs | fc100
+    algo: str = "maml"              # a name (metajax train --help) or package.module:factory
+    dataset: str = "sinusoid"       # sinusoid | omniglot | miniimagenet | cifar-fs | fc100 | folder
     data_dir: str | None = None     # None: $METAJAX_DATA_DIR
     source: str = "files"           # files (original archives) | tfds (prepared TFDS data)
-    model: str | None = None        # None: the dataset's standard backbone
+    image_size: int | None = None   # folder: resize images to this size (None: keep, all equal)
+    data_on: str = "auto"           # device | host (episodes drawn on the host, prefetched) | auto
+    model: str | None = None        # conv4 | conv4-pool | resnet12 | mlp | package.module:factory
+    head: str | None = None         # the model's head, a params path (None: "head", or last Dense)
+    eval_bn: str = "batch"          # stock BatchNorm at evaluation: batch | running statistics
     hidden: int | None = None       # filters / units; None: the paper's
     conv_impl: str = "patches"      # patches | xla
     ways: int = 5
@@ -104,9 +108,21 @@ class Config:
         if used and self.algo != "mamlpp":
             problems.append(f"{', '.join(used)} are MAML++ parts: use them with --algo mamlpp "
                             f"(got --algo {self.algo})")
-        if self.remat and self.algo not in REMAT_ALGORITHMS:
-            problems.append(f"--remat true needs an algorithm that differentiates through its "
-                            f"inner loop ({', '.join(REMAT_ALGORITHMS)}); {self.algo} does not")
+        if self.data_on not in DATA_PLACEMENTS:
+            problems.append(f"unknown --data-on {self.data_on!r}; choose one of: "
+                            f"{', '.join(DATA_PLACEMENTS)}")
+        if self.eval_bn not in EVAL_BN:
+            problems.append(f"unknown --eval-bn {self.eval_bn!r}; choose one of: "
+                            f"{', '.join(EVAL_BN)}")
+        if self.image_size is not None and self.image_size < 1:
+            problems.append(f"--image-size must be >= 1, got {self.image_size}")
+        if self.remat and self.env is None:
+            from metajax.algorithms.base import supports
+            from metajax.algorithms.registry import get_factory
+
+            if not supports(get_factory(self.algo), "remat"):
+                problems.append(f"--remat true needs an algorithm that differentiates through "
+                                f"its inner loop (its factory takes remat=); {self.algo} does not")
         if self.dataset != "sinusoid" and self.ways < 2:
             problems.append(f"--ways must be >= 2 for classification, got {self.ways}")
         if problems:

@@ -132,14 +132,16 @@ def step_sample_keys(rng, meta_batch: int):
     return next_rng, jax.random.split(sample_key, meta_batch)
 
 
-def make_eval_step(learner, sample, inner_steps: int, *, task_chunk: int | None = None):
+def make_eval_step(learner, sample, inner_steps: int, *, task_chunk: int | None = None,
+                   presampled: bool = False):
     """Builds ``eval_step(params, model_state, data, keys) -> metrics``, one value per key, jitted.
 
     Task ``i`` is drawn from ``keys[i]`` alone, so results do not depend on how tasks are batched.
-    ``task_chunk``: see :func:`map_tasks`.
+    ``task_chunk``: see :func:`map_tasks`. With ``presampled``, ``data`` is the batch of tasks
+    (drawn on the host from ``keys``).
     """
     def eval_step(params, model_state, data, keys):
-        tasks = sample_tasks(sample, keys, data)
+        tasks = data if presampled else sample_tasks(sample, keys, data)
         return map_tasks(lambda task: learner.evaluate(params, task, inner_steps,
                                                        state=model_state),
                          tasks, chunk=task_chunk)
