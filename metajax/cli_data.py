@@ -1,6 +1,7 @@
 """The dataset parts of the ``metajax`` command, registered by :mod:`metajax.cli`.
 
     metajax data verify --dataset NAME --data-dir DIR     # JSON summary; exit 2 on bad data
+    metajax data verify --dataset folder --data-dir ROOT [--image-size N]
     metajax eval DIR --benchmark omniglot-runs [--head nil|zero|learned]
 """
 from __future__ import annotations
@@ -21,10 +22,16 @@ def add_data_command(sub: argparse._SubParsersAction) -> None:
         description="Checks archives, split files and every image, prints a JSON summary "
                     "(classes and images per split, image shape, checksums) and exits with "
                     "status 2 and the fix on a missing, truncated or corrupt file, a split file "
-                    "naming absent images, or overlapping splits.")
+                    "naming absent images, or overlapping splits. --dataset folder reads any "
+                    "images laid out as ROOT/{train,val,test}/<class>/<image> (.png/.jpg/.jpeg; "
+                    "any number of images per class).")
     verify.add_argument("--dataset", required=True, choices=VERIFIABLE)
     verify.add_argument("--data-dir", default=None,
-                        help="the dataset's folder or its parent (default: $METAJAX_DATA_DIR)")
+                        help="the dataset's folder or its parent (default: $METAJAX_DATA_DIR); "
+                             "for --dataset folder, the folder holding train/, val/ and test/")
+    verify.add_argument("--image-size", type=int, default=None, metavar="N",
+                        help="--dataset folder only: resize every image to NxN (needed when "
+                             "the images differ in size)")
 
 
 def run_data_command(args: argparse.Namespace) -> dict:
@@ -35,7 +42,8 @@ def run_data_command(args: argparse.Namespace) -> dict:
     """
     from metajax.data.verify import verify_dataset
 
-    return verify_dataset(args.dataset, args.data_dir)
+    return verify_dataset(args.dataset, args.data_dir,
+                          image_size=getattr(args, "image_size", None))
 
 
 def add_benchmark_flags(ev: argparse.ArgumentParser) -> None:

@@ -1,6 +1,8 @@
 """Algorithms by name (a CLI convenience) or by import path (``package.module:factory``)."""
 from __future__ import annotations
 
+import inspect
+
 from metajax.algorithms.base import MetaLearner, supports
 from metajax.algorithms.boil import boil
 from metajax.algorithms.maml import anil, fomaml, maml, pretrain
@@ -23,6 +25,14 @@ ALGORITHMS = {
     "protonets": protonets,
     "protomaml": protomaml,
 }
+
+
+def algorithm_name(factory) -> str:
+    """How a factory is written in ``config.json``: its built-in name, else its import path."""
+    for name, known in ALGORITHMS.items():
+        if known is factory:
+            return name
+    return f"{factory.__module__}:{factory.__qualname__}"
 
 
 def get_factory(name: str):
@@ -59,6 +69,13 @@ def make_algorithm(name, model, objective, *, inner_lr: float, inner_steps: int,
     unknown = [k for k in options if not supports(factory, k)]
     if unknown:
         raise ValueError(f"algorithm {label} does not take option(s) {', '.join(unknown)}")
+    try:
+        inspect.signature(factory).bind(model, objective, inner_lr=inner_lr,
+                                        inner_steps=inner_steps, **options)
+    except TypeError as e:
+        raise ValueError(f"{label} is not an algorithm factory: metajax calls factory(model, "
+                         f"objective, *, inner_lr, inner_steps, ...) like metajax.maml ({e})"
+                         ) from None
     learner = factory(model, objective, inner_lr=inner_lr, inner_steps=inner_steps, **options)
     if not isinstance(learner, MetaLearner):
         raise ValueError(f"algorithm factory {label} returned a {type(learner).__name__}, not a "

@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 
 from metajax.data import cifar, miniimagenet, omniglot, omniglot_runs
+from metajax.data import folder as folder_data
 from metajax.data.errors import DataError
-from metajax.data.files import FewShotSplits, file_digest, resolve_data_dir
+from metajax.data.files import DATA_DIR_ENV, FewShotSplits, file_digest, resolve_data_dir
 
 __all__ = ["OMNIGLOT_SHA256", "VERIFIABLE", "verify_dataset"]
 
@@ -27,30 +28,41 @@ OMNIGLOT_SHA256 = {
     "images_background_small2.zip":
         "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
 }
-VERIFIABLE = ("omniglot", "miniimagenet", "cifar-fs", "fc100")
+VERIFIABLE = ("omniglot", "miniimagenet", "cifar-fs", "fc100", "folder")
 
 
-def verify_dataset(dataset: str, data_dir: str | os.PathLike | None) -> dict:
+def verify_dataset(dataset: str, data_dir: str | os.PathLike | None, *,
+                   image_size: int | None = None) -> dict:
     """Checks a dataset's files end to end (every image is decoded, or read from a cache built
     from these very files) and summarises them.
 
     Args:
-      dataset: one of ``VERIFIABLE``.
-      data_dir: the dataset's folder (or its parent); ``None`` uses ``$METAJAX_DATA_DIR``.
+      dataset: one of ``VERIFIABLE``; ``folder`` is any images in
+        ``ROOT/{train,val,test}/<class>/<image>`` (see :mod:`metajax.data.folder`).
+      data_dir: the dataset's folder (or its parent; for ``folder``, ROOT itself); ``None`` uses
+        ``$METAJAX_DATA_DIR``.
+      image_size: ``folder`` only: resize every image to ``N x N`` (``None``: keep the size,
+        which must then be the same for all images).
 
     Returns:
       A JSON-serialisable dict: ``dataset``, ``folder``, ``splits`` (classes and images per
-      split), ``image_shape``, checksum information and ``ok: True``.
+      split), ``image_shape``, checksum information and ``ok: True``. For ``folder``, each
+      split also has ``min_images_per_class`` and ``max_images_per_class``.
 
     Raises:
       DataError: any check fails; the message names the file and the fix.
     """
+    if image_size is not None and dataset != "folder":
+        raise DataError(f"--image-size applies to --dataset folder only; {dataset} images have "
+                        f"a fixed size, so drop --image-size")
     if dataset == "omniglot":
         summary = _verify_omniglot(data_dir)
     elif dataset == "miniimagenet":
         summary = _verify_miniimagenet(data_dir)
     elif dataset in ("cifar-fs", "fc100"):
         summary = _verify_cifar(dataset, data_dir)
+    elif dataset == "folder":
+        summary = _verify_folder(data_dir, image_size)
     else:
         raise DataError(f"unknown dataset {dataset!r} for verify; choose one of: "
                         f"{', '.join(VERIFIABLE)}")
@@ -153,6 +165,45 @@ def _verify_cifar(dataset: str, data_dir) -> dict:
         "files": {name: _checksum(path, cifar.CIFAR100_FILES_MD5[name], "md5")
                   for name, path in files.items()},
     }
+
+
+def _verify_folder(data_dir, image_size) -> dict:
+    if data_dir is None or str(data_dir) == "":
+        data_dir = os.environ.get(DATA_DIR_ENV, "")
+        if not data_dir:
+            raise DataError(f"no data directory given for the folder dataset; pass --data-dir "
+                            f"ROOT (the folder holding train/, val/ and test/) or set "
+                            f"{DATA_DIR_ENV}=ROOT")
+    index = folder_data.index_folder(data_dir)
+    # A class folder name in two splits is almost always the same class copied twice.
+    seen: dict[str, str] = {}
+    for split in folder_data.SPLITS:
+        for name, _ in index.classes[split]:
+            if name in seen:
+                raise DataError(f"the class {name} is in both {seen[name]}/ and {split}/ of "
+                                f"{index.root}; the splits must have disjoint classes, so move "
+                                f"or rename one of the two folders")
+            seen[name] = split
+    splits = folder_data.load_folder(index.root, image_size=image_size)
+    # An identical (decoded) image in two splits leaks test data into training.
+    owner: dict[bytes, tuple[str, Path]] = {}
+    for split in folder_data.SPLITS:
+        for path, row in zip(index.files(split), splits[split].images):
+            digest = hashlib.sha1(row.tobytes()).digest()
+            other = owner.setdefault(digest, (split, path))
+            if other[0] != split:
+                raise DataError(f"{path} ({split}) and {other[1]} ({other[0]}) are the same "
+                                f"image; the splits overlap, so results on them would be "
+                                f"inflated; delete one of the two files")
+    summary = {}
+    for split, data in splits.items():
+        counts = [int(c) for c in data.counts]
+        summary[split] = {"classes": len(counts), "images": int(sum(counts)),
+                          "min_images_per_class": min(counts),
+                          "max_images_per_class": max(counts)}
+    return {"dataset": "folder", "folder": str(index.root.resolve()), "splits": summary,
+            "image_shape": list(splits["train"].image_shape),
+            "resized_to": None if image_size is None else [image_size, image_size]}
 
 
 def _checksum(path: Path, official: str | None, algorithm: str = "sha256") -> dict:

@@ -332,14 +332,20 @@ def _put(tree, path, value):
     return {**tree, path[0]: _put(tree.get(path[0], {}), path[1:], value)}
 
 
+def _init_variables(module, key, x):
+    # Batch norm initialises its running averages in batch mode; dropout is off (no key yet).
+    with nn.intercept_methods(_mode_interceptor(False, False, False)):
+        return module.init(key, x)
+
+
 def _shape_state(module, x):
-    variables = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x))
+    variables = jax.eval_shape(lambda: _init_variables(module, jax.random.PRNGKey(0), x))
     return {k: v for k, v in variables.items() if k != "params" and k not in _SOWN}
 
 
 # One compiled init per (module, input shape): run eagerly, Flax's init dispatches (and
 # compiles) a hundred small ops.
-_jit_init = jax.jit(lambda module, key, x: module.init(key, x), static_argnums=0)
+_jit_init = jax.jit(_init_variables, static_argnums=0)
 
 
 def as_model(model, *, head: HeadSpec = None, eval_bn: str | None = None) -> FunctionalModel:

@@ -1,6 +1,8 @@
 """Model construction by name, and params initialisation without the Flax collection wrapper."""
 from __future__ import annotations
 
+import inspect
+
 import flax.linen as nn
 import jax
 
@@ -28,7 +30,14 @@ def build_model(name: str, num_outputs: int, *, hidden: int | None = None,
     """
     if is_import_path(name):
         factory = load_object(name, flag="--model", what="a model factory")
-        module = factory(num_outputs, **({"hidden": hidden} if hidden is not None else {}))
+        options = {"hidden": hidden} if hidden is not None else {}
+        try:
+            inspect.signature(factory).bind(num_outputs, **options)
+        except TypeError as e:
+            raise ValueError(f"--model {name}: a model factory takes factory(num_outputs"
+                             f"{', hidden=...' if options else ''}) and returns a Flax module; "
+                             f"this one does not ({e})") from None
+        module = factory(num_outputs, **options)
         if not isinstance(module, nn.Module):
             raise ValueError(f"--model {name}: the factory returned a {type(module).__name__}, "
                              "not a flax.linen.Module; return the module, e.g. "

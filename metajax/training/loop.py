@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from metajax.algorithms.base import MetaLearner
 from metajax.algorithms.nil import nil
-from metajax.algorithms.registry import make_algorithm
+from metajax.algorithms.registry import algorithm_name, make_algorithm
 from metajax.core.partition import freeze_mask
 from metajax.data.host_stream import HostEpisodeStream, host_batch
 from metajax.models.functional import as_model
@@ -162,6 +162,9 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False, progress: 
         raise FileExistsError(f"{workdir} already holds a run (checkpoint at step "
                               f"{existing[-1][0]}); pass --resume to continue it or choose "
                               "another --workdir")
+    if callable(learner) and not isinstance(learner, MetaLearner):
+        # A factory is recorded by name or import path, so eval/analyze/--resume rebuild it.
+        cfg = cfg.replace(algo=algorithm_name(learner))
     run = _Run(cfg, model=model, data=data, learner=learner)
     cfg.save(workdir)
     state, start = checkpoint.restore_checkpoint(workdir, run.initial_state())
