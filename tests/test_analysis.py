@@ -151,7 +151,8 @@ def test_compare_a_run_with_itself_is_identity_and_differs_from_another(runs, op
 
 def test_cli_errors_are_clear(runs, tmp_path, capsys):
     assert main(["analyze", str(runs["anil"]), "--out", str(tmp_path), "--freeze"]) == 2
-    assert "anil does not adapt the body" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "anil adapts a fixed part" in err and "factory takes mask=, e.g. maml, fomaml" in err
     assert main(["analyze", str(runs["maml"]), "--out", str(tmp_path)]) == 2
     assert "choose at least one study" in capsys.readouterr().err
     assert main(["analyze", str(runs["maml"]), "--out", str(tmp_path), "--similarity", "nope"]) == 2

@@ -15,19 +15,31 @@ import jax
 import numpy as np
 
 from metajax.analysis import plots
-from metajax.analysis.representations import (activations, layer_names, make_metrics,
-                                              summarize, task_similarity)
+from metajax.analysis.representations import (activations, in_call_order, layer_names,
+                                              make_metrics, summarize, task_similarity)
 
 
 @functools.lru_cache(maxsize=None)
-def _before_after_fn(model, learner, steps: int):
-    """Jitted ``(meta_params, tasks) -> (before, after)`` activations on each task's queries."""
-    def one(meta_params, task):
+def _before_after_jit(model, learner, steps: int):
+    def one(meta_params, state, task):
         support, (xq, _) = task
-        adapted = learner.adapt(meta_params, support, steps)
-        return (activations(model, learner.params_of(meta_params), xq),
-                activations(model, adapted, xq))
-    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+        adapted = learner.adapt(meta_params, support, steps, state=state)
+        return (activations(model, learner.params_of(meta_params), xq, state),
+                activations(model, adapted, xq, state))
+    return jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
+
+
+def _before_after_fn(model, learner, steps: int):
+    """``(meta_params, model_state, tasks) -> (before, after)`` activations on each task's
+    queries, in call order; one jitted call, the model state an argument (no recompilation per
+    checkpoint)."""
+    jitted = _before_after_jit(model, learner, steps)
+
+    def call(meta_params, state, tasks):
+        before, after = jitted(meta_params, state or {}, tasks)
+        params = learner.params_of(meta_params)
+        return in_call_order(model, params, before), in_call_order(model, params, after)
+    return call
 
 
 def similarity_before_after(trained, *, metrics=("cca", "cka"), checkpoints: str = "all",
@@ -55,10 +67,10 @@ def similarity_before_after(trained, *, metrics=("cca", "cka"), checkpoints: str
     before_after = _before_after_fn(trained.model, trained.learner, steps)
     results, layers, examples = [], None, None
     for step in trained.select_steps(checkpoints):
-        meta = trained.meta_params(step)
+        meta, state = trained.meta_params(step), trained.model_state(step)
         values = {}
         for batch, count in trained.task_chunks(tasks, chunk=chunk, seed=seed):
-            before, after = before_after(meta, batch)
+            before, after = before_after(meta, state, batch)
             layers = layers or layer_names(before)
             examples = batch[1][0].shape[1]
             for name, metric in metric_fns.items():

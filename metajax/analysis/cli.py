@@ -97,7 +97,7 @@ def run_analysis_command(args) -> None:
     if args.similarity:
         make_metrics(_metric_names(args.similarity))
     trained.select_steps(args.checkpoints)
-    if args.freeze:  # checked first: it fails fast for algorithms that never adapt the body
+    if args.freeze:  # checked first: it fails fast for algorithms that adapt a fixed part
         from metajax.analysis.freezing import freeze_study, plot_freeze
 
         _write(out, "freeze", freeze_study(trained, tasks=args.tasks or 600,

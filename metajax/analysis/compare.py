@@ -40,10 +40,11 @@ def compare_runs(first, second, *, metrics=("cca", "cka"), tasks: int = 100, see
             for k in keys if getattr(first.cfg, k) != getattr(second.cfg, k)))
     metric_fns = make_metrics(list(metrics), epsilon=epsilon)
     params = [run.model_params(run.meta_params(run.steps[-1])) for run in (first, second)]
+    states = [run.model_state(run.steps[-1]) for run in (first, second)]
     acts = [query_activations_fn(run.model) for run in (first, second)]
     values, layers = {}, None
     for batch, count in first.task_chunks(tasks, chunk=chunk, seed=seed):
-        a, b = acts[0](params[0], batch), acts[1](params[1], batch)
+        a, b = (fn(p, batch, s) for fn, p, s in zip(acts, params, states))
         layers = layers or [layer for layer in layer_names(a) if layer in b]
         for name, metric in metric_fns.items():
             for layer in layers:

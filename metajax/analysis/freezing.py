@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 
-from metajax.algorithms.registry import MASKABLE
+from metajax.algorithms.base import MetaLearner, supports
+from metajax.algorithms.registry import ALGORITHMS, get_factory
 from metajax.analysis import plots
 from metajax.training.loop import evaluate_run
 
@@ -18,30 +19,52 @@ def freeze_study(trained, *, tasks: int = 600, inner_steps: int | None = None, s
                  data_dir: str | None = None) -> dict:
     """Accuracy with nothing, layer 1, layers 1-2, ... up to the whole body frozen at test time.
 
+    The body's layers are the model's (``FunctionalModel.layers``: ``conv1``.. of Conv4, the
+    top-level layers of a user's module but its head), in the order the forward pass calls them.
+
     Args:
-      trained: a :class:`metajax.analysis.runs.TrainedRun` (its newest checkpoint is scored).
+      trained: a :class:`metajax.analysis.runs.TrainedRun` (its newest checkpoint is scored;
+        the objects it was opened with, ``model=``/``data=``/``learner=``, are used too).
       tasks: number of test tasks per row (the same tasks for every row).
       inner_steps: test-time adaptation steps (default: the run's ``eval_inner_steps``).
       seed: selects the test tasks.
       data_dir: override the run's data directory.
 
     Raises:
-      ValueError: the run's algorithm never adapts the body (e.g. ANIL), so there is nothing to
-        freeze.
+      ValueError: the run's algorithm adapts a fixed part of the model (its factory takes no
+        ``mask=``; e.g. ANIL adapts the head only), so there is nothing to freeze.
     """
-    if trained.cfg.algo not in MASKABLE:
-        raise ValueError(f"--freeze: {trained.cfg.algo} does not adapt the body in its inner loop, "
-                         f"so freezing it changes nothing; use a run of {', '.join(MASKABLE)}")
+    _check_maskable(trained)
     tic = time.perf_counter()
-    depth = len(trained.model_params(trained.initial_meta_params())["body"])
+    depth = len(trained.model.layers(trained.model_params(trained.initial_meta_params())))
     rows = []
     for j in range(depth + 1):
         frozen = [str(i) for i in range(1, j + 1)]
         result = evaluate_run(trained.workdir, tasks=tasks, inner_steps=inner_steps, seed=seed,
-                              freeze=frozen, data_dir=data_dir)
+                              freeze=frozen, data_dir=data_dir, **trained.objects)
         rows.append({**result, "block": ",".join(frozen) or "none"})
     return {"study": "freeze", "run": str(trained.workdir), "algo": trained.cfg.algo,
             "tasks": tasks, "seed": seed, "rows": rows, "seconds": time.perf_counter() - tic}
+
+
+def _check_maskable(trained) -> None:
+    """ValueError unless the run's algorithm can adapt a chosen part (its factory takes mask=)."""
+    learner = trained.objects.get("learner")
+    algo = trained.cfg.algo
+    if isinstance(learner, MetaLearner):
+        raise ValueError("--freeze: this run's algorithm was given as a built MetaLearner, "
+                         "which cannot be rebuilt with frozen layers; open the run with its "
+                         "factory instead (TrainedRun(..., learner=metajax.maml))")
+    if learner is not None:
+        factory, algo = learner, getattr(learner, "__name__", algo)
+    else:
+        factory = get_factory(algo)
+    if not supports(factory, "mask"):
+        maskable = [name for name, f in ALGORITHMS.items() if supports(f, "mask")]
+        raise ValueError(f"--freeze: {algo} adapts a fixed part of the model in its inner loop "
+                         f"(e.g. ANIL the head only) and its factory takes no mask=, so freezing "
+                         f"layers changes nothing; use a run of an algorithm whose factory takes "
+                         f"mask=, e.g. {', '.join(maskable)}")
 
 
 def plot_freeze(result: dict, path) -> None:

@@ -1,15 +1,19 @@
 """Layer activations of a model, and how each similarity metric reads them.
 
-Activations come from ``model.apply(..., return_activations=True)``: ``conv1``.. (or ``dense1``..)
-and ``head``. A metric sees each layer as an ``(examples, features)`` matrix:
+Activations come from ``metajax.as_model(model).activations``: the output of every body layer,
+named by ``FunctionalModel.layer_name`` (``conv1``.. of Conv4, ``dense1``.. of the MLP,
+``Conv_0``, ``BatchNorm_0``.. of a user's module), in the order the forward pass calls them,
+then the head's (``head``). A metric sees each layer as an ``(examples, features)`` matrix:
 
 * the CCA family (``cca``, ``svcca``, ``pwcca``) needs more rows than columns, so a conv layer
   ``(n, h, w, c)`` becomes ``(n*h*w, c)``: every spatial position is a data point and the
   channels are the neurons (the convention of google/svcca's tutorial for conv layers);
 * CKA and RSA compare examples, so a layer is flattened to ``(n, h*w*c)``.
 
-Batch norm in these models uses the statistics of the batch at hand, so activations are always
-computed on one task's whole input set at once, as in evaluation.
+Activations are computed in evaluation mode (dropout off) with the checkpoint's model state,
+on one task's whole input set at once, as in evaluation: batch norm normalises with that
+batch's statistics, or with the running averages of the state when the run's ``eval_bn`` is
+``running``.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import jax
 import numpy as np
 
 from metajax.analysis import similarity
+from metajax.models.functional import as_model
 
 CHANNELS, FLAT = "channels", "flat"
 
@@ -70,22 +75,58 @@ def as_matrix(activation, layout: str):
 
 
 def layer_names(activations: dict) -> list[str]:
-    """Body layers in order (conv1, conv2, ...), then the head."""
-    body = sorted((k for k in activations if k != "head"), key=lambda k: (len(k), k))
-    return body + (["head"] if "head" in activations else [])
+    """The body layers in the dict's order (the forward pass's), then the head."""
+    return [k for k in activations if k != "head"] + (["head"] if "head" in activations else [])
 
 
-def activations(model, params, x) -> dict:
-    """``{layer: activation}`` of ``model`` with ``params`` on the batch ``x``."""
-    return model.apply({"params": params}, x, return_activations=True)[1]
+def activations(model, params, x, state=None) -> dict:
+    """``{layer: activation}`` of ``model`` (a Flax module or ``FunctionalModel``) with ``params``
+    and model ``state`` on the batch ``x``, in call order, the head last.
+
+    Layers whose output is not a single array (a tuple, a dict) are left out: no metric reads them.
+    """
+    acts = as_model(model).activations(params, x, state=state or {})
+    return {name: value for name, value in acts.items() if isinstance(value, jax.Array)}
 
 
-@functools.lru_cache(maxsize=None)
+def in_call_order(model, params, acts: dict) -> dict:
+    """``acts`` (say, a jitted function's output, whose dicts come back sorted by key) reordered
+    as the forward pass calls the layers: ``model.layers(params)``, then the head."""
+    model = as_model(model)
+    order = [model.layer_name(path) for path in model.layers(params)] + ["head"]
+    known = [name for name in order if name in acts]
+    return {name: acts[name] for name in known + [k for k in acts if k not in known]}
+
+
 def query_activations_fn(model):
-    """Jitted ``(model_params, tasks) -> {layer: (tasks, ...)}``: activations on each task's queries."""
-    def one(params, task):
-        return activations(model, params, task[1][0])
-    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+    """``(model_params, tasks, model_state=None) -> {layer: (tasks, ...)}``: activations on each
+    task's queries, one jitted, task-vmapped call (compiled once per model and task shape)."""
+    model = as_model(model)
+    key = _model_key(model)
+    if key not in _QUERY_ACTIVATIONS:
+        def one(params, state, task):
+            return activations(model, params, task[1][0], state)
+        _QUERY_ACTIVATIONS[key] = jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
+    jitted = _QUERY_ACTIVATIONS[key]
+
+    def call(params, tasks, state=None):
+        return in_call_order(model, params, jitted(params, state or {}, tasks))
+    return call
+
+
+_QUERY_ACTIVATIONS = {}  # _model_key(model) -> jitted activations on the queries of tasks
+
+
+def _model_key(model):
+    """What makes two ``FunctionalModel`` compute the same activations: the module (Flax modules
+    compare by their fields) and the head and batch-norm settings; the model itself when these
+    are not hashable. Two runs of the same architecture then share their compiled functions."""
+    key = (type(model.module), model.module, model.head, model.eval_bn, model.rng_names)
+    try:
+        hash(key)
+    except TypeError:
+        return model
+    return key
 
 
 def task_similarity(metric: Metric, xs, ys) -> np.ndarray:

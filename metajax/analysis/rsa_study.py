@@ -29,13 +29,15 @@ from metajax.analysis.similarity import rsa_matrix
 
 @functools.lru_cache(maxsize=None)
 def _trajectory_fn(model, learner, steps: tuple):
-    """Jitted ``(meta, supports, x) -> [activations after s steps for s in steps]`` on ``x``.
+    """Jitted ``(meta, model_state, supports, x) -> [activations after s steps for s in steps]``
+    on ``x`` (dicts sorted by layer name, as jitted outputs are).
 
     ``supports`` has a leading axis over the adaptation tasks; each entry of the list has it too.
     """
-    def per_task(meta, support, x):
-        return [activations(model, learner.adapt(meta, support, s), x) for s in steps]
-    return jax.jit(jax.vmap(per_task, in_axes=(None, 0, None)))
+    def per_task(meta, state, support, x):
+        return [activations(model, learner.adapt(meta, support, s, state=state), x, state)
+                for s in steps]
+    return jax.jit(jax.vmap(per_task, in_axes=(None, None, 0, None)))
 
 
 def classical_mds(dissimilarity, dims: int = 2) -> np.ndarray:
@@ -75,15 +77,17 @@ def rsa_study(trained, *, checkpoints: str = "all", tasks: int = 50, seed: int =
     model = trained.model
     query_acts = query_activations_fn(model)
     random_init = trained.model_params(trained.initial_meta_params())
+    random_state = trained.initial_model_state()
     params = {step: trained.model_params(trained.meta_params(step)) for step in steps}
+    states = {step: trained.model_state(step) for step in steps}
 
     to_init, to_previous, layers = {}, {}, None
     for batch, count in trained.task_chunks(tasks, chunk=chunk, seed=seed):
-        reference = query_acts(random_init, batch)
+        reference = query_acts(random_init, batch, random_state)
         layers = layers or layer_names(reference)
         previous = None
         for step in steps:
-            current = query_acts(params[step], batch)
+            current = query_acts(params[step], batch, states[step])
             for layer in layers:
                 to_init.setdefault(step, {}).setdefault(layer, []).extend(
                     task_similarity(rsa, current[layer], reference[layer])[:count])
@@ -95,8 +99,8 @@ def rsa_study(trained, *, checkpoints: str = "all", tasks: int = 50, seed: int =
     inner_steps = tuple(sorted({int(s) for s in inner_steps} - {0}))
     if not inner_steps or min(inner_steps) < 0:
         raise ValueError(f"--rsa-inner-steps needs positive step counts, got {inner_steps}")
-    trajectories = _trajectories(trained, steps, params, layers, seed=seed, first=tasks,
-                                 count=adaptation_tasks, inner_steps=inner_steps)
+    trajectories = _trajectories(trained, steps, params, states, layers, seed=seed,
+                                 first=tasks, count=adaptation_tasks, inner_steps=inner_steps)
     return {
         "study": "rsa", "run": str(trained.workdir), "algo": trained.cfg.algo, "layers": layers,
         "tasks": tasks, "seed": seed, "checkpoint_steps": steps,
@@ -110,7 +114,8 @@ def rsa_study(trained, *, checkpoints: str = "all", tasks: int = 50, seed: int =
     }
 
 
-def _trajectories(trained, steps, params, layers, *, seed, first, count, inner_steps) -> dict:
+def _trajectories(trained, steps, params, states, layers, *, seed, first, count,
+                  inner_steps) -> dict:
     """Measurement 3: representations of one evaluation task along fine-tuning trajectories."""
     evaluation = trained.tasks(1, seed=seed, first=first)
     x_eval = evaluation[1][0][0]
@@ -120,11 +125,12 @@ def _trajectories(trained, steps, params, layers, *, seed, first, count, inner_s
     labels, reps = [], {layer: [] for layer in layers}
     for step in steps:
         meta = trained.meta_params(step)
-        start = query_acts(params[step], evaluation)  # 0 steps: the same for every task
+        # 0 steps: the same for every task
+        start = query_acts(params[step], evaluation, states[step])
         labels.append({"step": step, "task": None, "inner_steps": 0})
         for layer in layers:
             reps[layer].append(np.asarray(start[layer][0]))
-        after = trajectory(meta, adapt_tasks[0], x_eval)
+        after = trajectory(meta, states[step] or {}, adapt_tasks[0], x_eval)
         for t in range(count):
             for s, acts in zip(inner_steps, after):
                 labels.append({"step": step, "task": t, "inner_steps": s})

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import serialization
 
+from metajax.data.host_stream import host_batch
 from metajax.training import checkpoint
 from metajax.training.config import Config
 from metajax.training.loop import _TEST_STREAM, _Run
@@ -22,11 +23,15 @@ class TrainedRun:
     Attributes:
       workdir: the run directory.
       cfg: its ``Config`` (with the overrides given).
-      model, learner: the Flax module and the ``MetaLearner`` of the run.
+      model, learner: the run's model (a ``metajax.models.functional.FunctionalModel``) and its
+        ``MetaLearner``.
+      objects: the ``model``/``data``/``learner`` objects given to the constructor (those not
+        ``None``), for studies that rebuild the run (``metajax.training.loop.evaluate_run``).
       steps: the steps of the checkpoints it holds, oldest first.
     """
 
-    def __init__(self, workdir, *, query: int | None = None, data_dir: str | None = None):
+    def __init__(self, workdir, *, query: int | None = None, data_dir: str | None = None,
+                 model=None, data=None, learner=None):
         """Opens ``workdir``.
 
         Args:
@@ -35,6 +40,10 @@ class TrainedRun:
             inner loop only sees the support set, so this sets how many inputs the
             representations are measured on, not the adaptation.
           data_dir: override the run's data directory.
+          model, data, learner: the objects the run was trained with, when they were passed to
+            ``metajax.train_and_evaluate`` as objects rather than named in its config (they are
+            not in ``config.json``): a Flax module (or ``metajax.as_model(...)``), the data
+            splits or ``TaskSource``, an algorithm factory or ``MetaLearner``.
 
         Raises:
           FileNotFoundError: not a run directory, or no checkpoint in it.
@@ -48,19 +57,25 @@ class TrainedRun:
                                     "train first with `metajax train --workdir DIR`")
         self._paths = dict(found)
         self.steps = [step for step, _ in found]
+        self.objects = {k: v for k, v in (("model", model), ("data", data), ("learner", learner))
+                        if v is not None}
+        self._loaded = None  # (step, TrainState) of the checkpoint read last
 
     @functools.cached_property
     def _run(self):
         # Built on first use: loading the dataset takes seconds, and argument errors should not.
-        return _Run(self.cfg)
+        return _Run(self.cfg, **self.objects)
 
     @functools.cached_property
     def _template(self):
+        # Initialising the model also records its layers' call order and finds its head.
         return self._run.initial_state()
 
     @property
     def model(self):
-        return self._run.source.model
+        """The run's ``FunctionalModel`` (initialised: its layers are known in call order)."""
+        self._template  # noqa: B018 (initialises the model once)
+        return self._run.model
 
     @property
     def learner(self):
@@ -87,14 +102,28 @@ class TrainedRun:
                              "training config to keep more)")
         return wanted
 
+    def _state(self, step: int):
+        if self._loaded is None or self._loaded[0] != step:
+            state = serialization.from_bytes(self._template, self._paths[step].read_bytes())
+            self._loaded = (step, state)
+        return self._loaded[1]
+
     def meta_params(self, step: int):
         """The meta-parameters saved at ``step``."""
-        state = serialization.from_bytes(self._template, self._paths[step].read_bytes())
-        return state.params
+        return self._state(step).params
+
+    def model_state(self, step: int):
+        """The model's state saved at ``step`` (stock batch norm's running averages; ``{}`` for a
+        model without state)."""
+        return self._state(step).model_state
 
     def initial_meta_params(self):
         """The meta-parameters before the first meta-step: the run's random initialisation."""
         return self._template.params
+
+    def initial_model_state(self):
+        """The model's state before the first meta-step (``{}`` for a model without state)."""
+        return self._template.model_state
 
     def model_params(self, meta_params):
         """The model's parameters (the initialisation) inside the meta-parameters."""
@@ -109,6 +138,10 @@ class TrainedRun:
         data = self._run.source.splits[split]
         key = jax.random.fold_in(jax.random.PRNGKey(seed), _TEST_STREAM)
         keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(first, first + num))
+        if self._run.source.placement == "host":  # the split stays in host memory, as in eval
+            cfg = self.cfg
+            return jax.device_put(host_batch(data, keys, ways=cfg.ways, shots=cfg.shots,
+                                             queries=cfg.query))
         return _sample_tasks(self._run.source.sample, keys, data)
 
     def task_chunks(self, num: int, *, chunk: int, seed: int = 0, split: str = "test"):

@@ -15,13 +15,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax.analysis import plots
-from metajax.analysis.representations import layer_names, summarize
+from metajax.analysis.representations import summarize
+from metajax.models.functional import as_model
 
 
-def _layers(params) -> dict:
-    """``{"conv1": subtree, ..., "head": subtree}`` in order (body layers, then the head)."""
-    flat = {**params.get("body", {}), **({"head": params["head"]} if "head" in params else {})}
-    return {name: flat[name] for name in layer_names(flat)}
+def _layers(model, params) -> dict:
+    """``{"conv1": subtree, ..., "head": subtree}`` of ``params`` (or of a tree of their
+    structure): the body's layers in call order (``model.layers``, named by
+    ``model.layer_name``), then the head."""
+    model = as_model(model)
+    layers = {model.layer_name(path): _subtree(params, path) for path in model.layers(params)}
+    layers["head"] = _subtree(params, model.head_path(params))
+    return layers
+
+
+def _subtree(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
 
 
 def _norm(tree):
@@ -29,15 +40,15 @@ def _norm(tree):
 
 
 @functools.lru_cache(maxsize=None)
-def _distance_fn(learner, steps: int):
-    """Jitted ``(meta_params, tasks) -> {layer: (tasks,) distances}``."""
-    def one(meta_params, task):
+def _distance_fn(model, learner, steps: int):
+    """Jitted ``(meta_params, model_state, tasks) -> {layer: (tasks,) distances}``."""
+    def one(meta_params, state, task):
         support, _ = task
         init = learner.params_of(meta_params)
-        adapted = learner.adapt(meta_params, support, steps)
+        adapted = learner.adapt(meta_params, support, steps, state=state)
         moved = jax.tree_util.tree_map(jnp.subtract, adapted, init)
-        return {name: _norm(sub) for name, sub in _layers(moved).items()}
-    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+        return {name: _norm(sub) for name, sub in _layers(model, moved).items()}
+    return jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
 
 
 def weight_distance(trained, *, checkpoints: str = "all", tasks: int = 100,
@@ -58,15 +69,15 @@ def weight_distance(trained, *, checkpoints: str = "all", tasks: int = 100,
     """
     tic = time.perf_counter()
     steps = trained.cfg.eval_inner_steps if inner_steps is None else inner_steps
-    distances = _distance_fn(trained.learner, steps)
+    distances = _distance_fn(trained.model, trained.learner, steps)
     results, layers = [], None
     for step in trained.select_steps(checkpoints):
-        meta = trained.meta_params(step)
-        init_layers = _layers(trained.model_params(meta))
+        meta, state = trained.meta_params(step), trained.model_state(step)
+        init_layers = _layers(trained.model, trained.model_params(meta))
         layers = list(init_layers)
         per_layer = {name: [] for name in layers}
         for batch, count in trained.task_chunks(tasks, chunk=chunk, seed=seed):
-            for name, values in distances(meta, batch).items():
+            for name, values in distances(meta, state or {}, batch).items():
                 per_layer[name].extend(np.asarray(values, np.float64)[:count])
         entry = {"step": step, "layers": {}}
         for name in layers:
