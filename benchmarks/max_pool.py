@@ -32,8 +32,8 @@ def build(workload: str, algo: str, kind: str, pool: str):
     try:
         if kind == "eval":
             keys = jax.random.split(jax.random.PRNGKey(3), meta_batch)
-            compiled = make_eval_step(learner, sample, 10).lower(params, images, keys).compile()
-            return lambda: compiled(params, images, keys)
+            compiled = make_eval_step(learner, sample, 10).lower(params, {}, images, keys).compile()
+            return lambda: compiled(params, {}, images, keys)
         optimizer = optax.adam(1e-3)
         box = [create_train_state(learner, optimizer, params, jax.random.PRNGKey(2))]
         compiled = make_meta_step(learner, optimizer, sample, meta_batch).lower(

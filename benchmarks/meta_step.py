@@ -145,12 +145,12 @@ def prepare(workload: str, algo: str, *, conv_impl: str, unroll,
     if adapt:
         keys = jax.random.split(jax.random.PRNGKey(3), meta_batch)
         eval_step = make_eval_step(learner, sample, 10, task_chunk=task_chunk).lower(
-            params, images, keys).compile()
-        runners["adapt"] = lambda: eval_step(box[0].params, images, keys)
+            params, {}, images, keys).compile()
+        runners["adapt"] = lambda: eval_step(box[0].params, {}, images, keys)
         if unroll is True:
             # XLA's count covers every task only with the adaptation vmapped (chunk 0).
             whole = eval_step if task_chunk == 0 else make_eval_step(
-                learner, sample, 10, task_chunk=0).lower(params, images, keys).compile()
+                learner, sample, 10, task_chunk=0).lower(params, {}, images, keys).compile()
             adapt_cost = whole.cost_analysis()
             adapt_gflop = adapt_cost.get("flops", float("nan")) / 1e9 if adapt_cost else adapt_gflop
     for run in runners.values() if warm else ():

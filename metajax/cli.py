@@ -20,8 +20,13 @@ from metajax.training.config import Config
 
 
 
+_OPTION_PREFIX = "option__"
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(Config):
+        if field.name == "options":  # the algorithm's own flags, added once --algo is known
+            continue
         flag = "--" + field.name.replace("_", "-")
         name = field.type if isinstance(field.type, str) else field.type.__name__
         # Optional fields ("int | None") parse as their type; None stays the unset default.
@@ -29,6 +34,31 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             name.removesuffix(" | None"), str)
         parser.add_argument(flag, dest=field.name, type=kind, default=None,
                             help=f"(default: {field.default})")
+
+
+def _add_algorithm_flags(parser: argparse.ArgumentParser, algo: str) -> None:
+    """Flags for the options the algorithm's factory declares (``--msl true`` for mamlpp)."""
+    from metajax.algorithms.base import declared_options
+    from metajax.algorithms.registry import get_factory
+
+    group = parser.add_argument_group(f"options of --algo {algo}")
+    for name, default in declared_options(get_factory(algo)).items():
+        kind = {bool: _parse_bool, int: int, float: float}.get(type(default), str)
+        group.add_argument("--" + name.replace("_", "-"), dest=_OPTION_PREFIX + name, type=kind,
+                           metavar=type(default).__name__.upper(),
+                           default=None, help=f"(default: {default})")
+
+
+def _chosen_algorithm(args) -> str | None:
+    """The algorithm a train command will run: --algo, else the resumed run's, else the config's."""
+    if args.algo is not None:
+        return args.algo
+    try:
+        if args.resume:
+            return Config.load(args.workdir).algo
+        return get_named_config(args.config).algo
+    except (ValueError, FileNotFoundError):
+        return None  # reported when the config is built
 
 
 def _parse_bool(text: str) -> bool:
@@ -44,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="meta-train a model")
+    train = sub.add_parser("train", help="meta-train a model",
+                           epilog="An algorithm's own options are flags too: see "
+                                  "`metajax train --algo NAME --help` (e.g. mamlpp: --msl true).")
     train.add_argument("--config", default="default",
                        help=f"named config to start from: {', '.join(CONFIGS)}")
     train.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics)")
@@ -75,12 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_benchmark_flags(ev)
     add_data_command(sub)
     add_analysis_commands(sub)
+    parser.set_defaults(_train_parser=train)
     return parser
 
 
 def _train_config(args) -> Config:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                 if getattr(args, f.name) is not None}
+                 if getattr(args, f.name, None) is not None}
+    options = {k[len(_OPTION_PREFIX):]: v for k, v in vars(args).items()
+               if k.startswith(_OPTION_PREFIX) and v is not None}
     if args.resume:
         try:
             saved = Config.load(args.workdir)
@@ -90,6 +125,8 @@ def _train_config(args) -> Config:
             # The run's own settings win; only the step budget (and data location) may change.
             allowed = {"steps", "data_dir"}
             changed = {k for k, v in overrides.items() if getattr(saved, k) != v} - allowed
+            changed |= {f"--{k.replace('_', '-')}" for k, v in options.items()
+                        if saved.options.get(k) != v}
             if changed:
                 raise ValueError(f"--resume keeps the run's settings; these flags differ from "
                                  f"{args.workdir}/config.json: {', '.join(sorted(changed))}. "
@@ -100,7 +137,10 @@ def _train_config(args) -> Config:
         from metajax.rl.configs import rl_config
 
         return rl_config(overrides["env"]).replace(**overrides)
-    return get_named_config(args.config).replace(**overrides)
+    base = get_named_config(args.config)
+    if options:
+        overrides["options"] = {**base.options, **options}
+    return base.replace(**overrides)
 
 
 def _is_rl_run(workdir) -> bool:
@@ -111,7 +151,22 @@ def _is_rl_run(workdir) -> bool:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # first pass: which algorithm, so its own flags exist (and --help)
+        first = argparse.ArgumentParser(add_help=False)
+        for flag in ("--algo", "--workdir"):
+            first.add_argument(flag, default=None)
+        first.add_argument("--config", default="default")
+        first.add_argument("--resume", action="store_true")
+        algo = _chosen_algorithm(first.parse_known_args(argv[1:])[0])
+        if algo is not None:
+            try:
+                _add_algorithm_flags(parser.get_default("_train_parser"), algo)
+            except ValueError as e:
+                print(f"metajax: error: {e}", file=sys.stderr)
+                return 2
+    args = parser.parse_args(argv)
     # Imported here so that `metajax --help` answers without initialising JAX.
     from metajax.training.loop import NonFiniteLossError, evaluate_run, train_and_evaluate
 

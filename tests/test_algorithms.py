@@ -80,8 +80,8 @@ def test_reptile_minibatches_are_class_balanced_and_each_step_takes_the_next():
     want = jax.tree_util.tree_map(lambda p, w: p - w, params, theta)
     for a, b in zip(jax.tree_util.tree_leaves(pseudo_grad), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="--inner-batch is Reptile's"):
-        Config(algo="maml", inner_batch=5).validate()
+    with pytest.raises(ValueError, match="--inner-batch is not an option of --algo maml"):
+        Config(algo="maml", options={"inner_batch": 5}).validate()
 
 
 def test_metasgd_starts_as_maml_and_learns_its_rates():

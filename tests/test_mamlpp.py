@@ -165,7 +165,7 @@ def test_eval_bn_stats_on_a_run_without_bnrs_is_a_clear_error(tmp_path, capsys):
     train_and_evaluate(Config(steps=1, meta_batch=2, eval_tasks=2, eval_batch=2), tmp_path,
                        progress=False)
     assert cli.main(["eval", str(tmp_path), "--tasks", "2", "--bn-stats", "batch"]) == 2
-    assert "--bn-stats applies to MAML++ runs trained with --bnrs true" in capsys.readouterr().err
+    assert "--bn-stats needs running statistics" in capsys.readouterr().err
 
 
 def test_bnrs_running_statistics_are_a_moving_average_of_batch_statistics(bn_run):
@@ -253,7 +253,8 @@ def test_derivative_order_annealing_uses_two_compiled_steps_without_retracing(tm
     monkeypatch.setattr(loop_module, "make_meta_step", recording)
     cfg = Config(algo="mamlpp", inner_steps=2, eval_inner_steps=2, meta_batch=2, steps=4,
                  log_every=1, eval_every=4, eval_tasks=2, eval_batch=2, checkpoint_every=2,
-                 msl=True, msl_anneal_steps=4, lslr=True, da_steps=2, meta_lr_schedule="cosine")
+                 options=dict(msl=True, msl_anneal_steps=4, lslr=True), da_steps=2,
+                 meta_lr_schedule="cosine")
     state = train_and_evaluate(cfg, tmp_path, progress=False)
     assert len(built) == 2  # second order, and first order for steps 1..da_steps
     assert [f._cache_size() for f in built] == [1, 1]
@@ -309,8 +310,10 @@ def test_cosine_meta_lr_anneals_to_the_minimum():
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(algo="maml", msl=True), "--msl are MAML++ parts: use them with --algo mamlpp"),
-    (dict(algo="anil", bnrs=True, lslr=True), "--bnrs, --lslr are MAML++ parts"),
+    (dict(algo="maml", options=dict(msl=True)), "--msl is not an option of --algo maml"),
+    (dict(algo="anil", options=dict(bnrs=True, lslr=True)),
+     "--bnrs, --lslr are not options of --algo anil (its options: none)"),
+    (dict(algo="anil", da_steps=3), "--da-steps needs an algorithm with a first-order variant"),
     (dict(algo="mamlpp", meta_lr_schedule="linear"), "--meta-lr-schedule"),
 ])
 def test_incompatible_switches_are_clear_errors(changes, message):
@@ -323,3 +326,22 @@ def test_batch_norm_parts_on_a_model_without_batch_norm_is_a_clear_error():
     params = init_params(model, jax.random.PRNGKey(0), jnp.zeros((4, 1)))
     with pytest.raises(ValueError, match="need a model with batch norm"):
         mamlpp(model, regression(), inner_lr=0.1, inner_steps=1, bnrs=True).init(params)
+
+
+def test_algorithm_options_are_flags_of_the_chosen_algorithm(tmp_path, capsys):
+    # mamlpp's own options are flags because its factory declares them; maml has no --msl.
+    args = ["train", "--workdir", str(tmp_path / "w"), "--steps", "1", "--meta-batch", "2",
+            "--eval-tasks", "2", "--eval-batch", "2", "--no-progress"]
+    assert cli.main([*args, "--algo", "mamlpp", "--msl", "true", "--msl-anneal-steps", "3"]) == 0
+    saved = Config.load(tmp_path / "w")
+    assert saved.options == {"msl": True, "msl_anneal_steps": 3}
+    with pytest.raises(SystemExit):
+        cli.main([*args[:2], str(tmp_path / "x"), *args[3:], "--algo", "maml", "--msl", "true"])
+    assert "unrecognized arguments: --msl" in capsys.readouterr().err
+    # an old config.json with the options as fields still loads
+    old = json.loads(saved.to_json())
+    old.pop("options")
+    old.update(msl=True, msl_anneal_steps=3, bnwb=False)
+    (tmp_path / "w" / "config.json").write_text(json.dumps(old))
+    assert Config.load(tmp_path / "w").options == {"msl": True, "msl_anneal_steps": 3,
+                                                   "bnwb": False}

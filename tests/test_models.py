@@ -87,3 +87,14 @@ def test_unknown_model_and_conv_impl_are_clear_errors():
         build_model("resnet", 5)
     with pytest.raises(ValueError, match="unknown conv_impl"):
         conv3x3(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), impl="fft")
+
+
+def test_pool_gradient_is_the_same_jitted_and_eager():
+    # Guards against the XLA:CPU miscompile seen at LLVM optimisation level 0 (see conftest):
+    # the jitted gradient of the pool after an elementwise op must equal the eager one.
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 3))
+    w = jax.random.normal(jax.random.PRNGKey(1), (4, 4, 4, 3))
+    f = lambda v: jnp.sum(max_pool_2x2(jax.nn.relu(v * 1.3 + 0.1)) * w)
+    with jax.disable_jit():
+        eager = jax.grad(f)(x)
+    np.testing.assert_allclose(jax.jit(jax.grad(f))(x), eager, rtol=1e-6, atol=1e-6)

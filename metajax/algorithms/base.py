@@ -67,6 +67,24 @@ def task_keys(key, count: int = 2):
     return tuple(jax.random.split(key, count))
 
 
+# Arguments every algorithm factory is called with, or that the training loop sets itself.
+COMMON_ARGUMENTS = ("model", "objective", "inner_lr", "inner_steps", "unroll", "mask", "remat",
+                    "first_order")
+
+
+def declared_options(factory: Callable) -> dict:
+    """``{name: default}``: the algorithm's own options, the keyword arguments of its factory
+    beyond :data:`COMMON_ARGUMENTS` (e.g. MAML++'s ``msl``, Reptile's ``inner_batch``). The CLI
+    turns each into a flag (``--msl true``) and ``Config.options`` holds the values."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters
+            if p.name not in COMMON_ARGUMENTS and p.default is not p.empty
+            and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
 def supports(factory: Callable, option: str) -> bool:
     """Whether an algorithm factory takes the keyword ``option`` (``mask``, ``remat``, ...)."""
     try:

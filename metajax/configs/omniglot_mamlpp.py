@@ -10,5 +10,5 @@ from metajax.configs import omniglot_maml
 def get_config():
     return omniglot_maml.get_config().replace(
         algo="mamlpp", inner_steps=3, eval_inner_steps=3, inner_lr=0.4, meta_batch=16,
-        steps=2000, msl=True, msl_anneal_steps=1000, bnwb=True, bnrs=True, lslr=True,
+        steps=2000, options=dict(msl=True, msl_anneal_steps=1000, bnwb=True, bnrs=True, lslr=True),
         da_steps=500, meta_lr_schedule="cosine", min_meta_lr=1e-5)

@@ -5,5 +5,5 @@ from metajax.configs import omniglot_maml
 
 def get_config():
     return omniglot_maml.get_config().replace(
-        algo="reptile", inner_steps=5, inner_batch=5, inner_lr=0.1, meta_batch=16,
+        algo="reptile", inner_steps=5, options=dict(inner_batch=5), inner_lr=0.1, meta_batch=16,
         outer_optimizer="adam", meta_lr=1e-3)

@@ -32,7 +32,8 @@ from metajax.algorithms.nil import nil
 from metajax.algorithms.registry import make_algorithm
 from metajax.data.omniglot import load_omniglot
 from metajax.data.omniglot_runs import RUN_WAYS, OmniglotRuns, load_omniglot_runs
-from metajax.models.registry import build_model, init_params
+from metajax.models.functional import as_model
+from metajax.models.registry import build_model
 from metajax.training.config import Config
 
 __all__ = ["BENCHMARKS", "HEADS", "evaluate_omniglot_runs"]
@@ -93,18 +94,18 @@ def evaluate_omniglot_runs(workdir, *, inner_steps: int | None = None, head: str
     steps = cfg.eval_inner_steps if inner_steps is None else inner_steps
     learner, meta_params = run.learner, state.params
     if head == "nil":
-        learner = nil(learner, run.source.model, RUN_WAYS)
+        learner = nil(learner, run.model, RUN_WAYS)
     elif head == "zero":
-        model = build_model(cfg.model or "conv4", RUN_WAYS, hidden=cfg.hidden,
-                            conv_impl=cfg.conv_impl)
+        model = as_model(build_model(cfg.model or "conv4", RUN_WAYS, hidden=cfg.hidden,
+                                     conv_impl=cfg.conv_impl), head=cfg.head)
         learner = make_algorithm(cfg.algo, model, run.source.objective, inner_lr=cfg.inner_lr,
                                  inner_steps=cfg.inner_steps, unroll=cfg.unroll)
-        fresh = init_params(model, jax.random.PRNGKey(0), jnp.zeros((RUN_WAYS, 28, 28, 1)))
+        fresh, _ = model.init(jax.random.PRNGKey(0), jnp.zeros((RUN_WAYS, 28, 28, 1)))
         params = run.learner.params_of(state.params)
-        meta_params = learner.init({**params, "head": jax.tree.map(jnp.zeros_like,
-                                                                    fresh["head"])})
+        zero_head = jax.tree.map(jnp.zeros_like, model.head_params(fresh))
+        meta_params = learner.init(model.replace_head(params, zero_head))
 
-    per_run = np.asarray(_score(learner, meta_params, runs, steps))
+    per_run = np.asarray(_score(learner, meta_params, runs, steps, state.model_state))
     accuracy = float(per_run.mean())
     return {
         "benchmark": "omniglot-runs", "accuracy": accuracy, "error_rate": 1.0 - accuracy,
@@ -117,7 +118,7 @@ def evaluate_omniglot_runs(workdir, *, inner_steps: int | None = None, head: str
     }
 
 
-def _score(learner, meta_params, runs: OmniglotRuns, steps: int):
+def _score(learner, meta_params, runs: OmniglotRuns, steps: int, model_state=None):
     """Query accuracy of every run: ``learner.evaluate`` vmapped over the 20 runs."""
     def to_float(x):
         # The same scaling as the episode sampler applies to training images.
@@ -125,7 +126,8 @@ def _score(learner, meta_params, runs: OmniglotRuns, steps: int):
 
     tasks = ((to_float(runs.support), jnp.asarray(runs.support_labels)),
              (to_float(runs.query), jnp.asarray(runs.query_labels)))
-    evaluate = jax.jit(jax.vmap(lambda task: learner.evaluate(meta_params, task, steps)))
+    evaluate = jax.jit(jax.vmap(lambda task: learner.evaluate(meta_params, task, steps,
+                                                              state=model_state)))
     return evaluate(tasks)["outer/acc"]
 
 

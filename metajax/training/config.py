@@ -7,8 +7,9 @@ from pathlib import Path
 
 OUTER_OPTIMIZERS = ("adam", "sgd")
 META_LR_SCHEDULES = ("constant", "cosine")
-# MAML++'s switches (Antoniou et al. 2019); each needs --algo mamlpp.
-MAMLPP_SWITCHES = ("msl", "bnwb", "bnrs", "lslr", "da_steps")
+# Fields of older config.json files that are now an algorithm's own options (Config.options).
+_LEGACY_OPTIONS = {"mamlpp": ("msl", "msl_anneal_steps", "bnwb", "bnrs", "lslr"),
+                   "reptile": ("inner_batch",)}
 DATA_PLACEMENTS = ("auto", "device", "host")
 EVAL_BN = ("batch", "running")
 
@@ -39,13 +40,9 @@ class Config:
     outer_optimizer: str = "adam"   # adam | sgd (Reptile's theta += beta * mean(W - theta))
     meta_lr_schedule: str = "constant"  # constant | cosine (MAML++'s CA: cosine to min_meta_lr)
     min_meta_lr: float = 1e-5
-    inner_batch: int = 0            # Reptile: examples per inner step, class-balanced (0: all)
-    # MAML++ parts (--algo mamlpp); all off is plain MAML.
-    msl: bool = False               # multi-step loss ...
-    msl_anneal_steps: int = 5000    # ... annealed to the last step's loss over this many steps
-    bnwb: bool = False              # per-step batch-norm scale/offset
-    bnrs: bool = False              # per-step running batch-norm statistics (used at test time)
-    lslr: bool = False              # learned per-layer per-step inner rates
+    # The algorithm's own options, declared by its factory's keyword arguments (e.g. MAML++'s
+    # msl/bnwb/bnrs/lslr, Reptile's inner_batch); flags of the chosen --algo (--msl true).
+    options: dict = dataclasses.field(default_factory=dict)
     da_steps: int = 0               # derivative-order annealing: first order for this many steps
     steps: int = 20000
     seed: int = 0
@@ -94,20 +91,11 @@ class Config:
         if self.meta_lr_schedule not in META_LR_SCHEDULES:
             problems.append(f"unknown --meta-lr-schedule {self.meta_lr_schedule!r}; choose one "
                             f"of: {', '.join(META_LR_SCHEDULES)}")
-        if self.da_steps < 0 or self.msl_anneal_steps < 0:
-            problems.append("--da-steps and --msl-anneal-steps must be >= 0")
+        if self.da_steps < 0:
+            problems.append(f"--da-steps must be >= 0, got {self.da_steps}")
         if self.task_chunk is not None and self.task_chunk < 0:
             problems.append(f"--task-chunk must be >= 0 (0: the whole meta-batch at once), got "
                             f"{self.task_chunk}")
-        if self.inner_batch < 0:
-            problems.append(f"--inner-batch must be >= 0 (0: the whole task), got {self.inner_batch}")
-        elif self.inner_batch and self.algo != "reptile":
-            problems.append(f"--inner-batch is Reptile's: use it with --algo reptile "
-                            f"(got --algo {self.algo})")
-        used = [f"--{name.replace('_', '-')}" for name in MAMLPP_SWITCHES if getattr(self, name)]
-        if used and self.algo != "mamlpp":
-            problems.append(f"{', '.join(used)} are MAML++ parts: use them with --algo mamlpp "
-                            f"(got --algo {self.algo})")
         if self.data_on not in DATA_PLACEMENTS:
             problems.append(f"unknown --data-on {self.data_on!r}; choose one of: "
                             f"{', '.join(DATA_PLACEMENTS)}")
@@ -116,28 +104,41 @@ class Config:
                             f"{', '.join(EVAL_BN)}")
         if self.image_size is not None and self.image_size < 1:
             problems.append(f"--image-size must be >= 1, got {self.image_size}")
-        if self.remat and self.env is None:
-            from metajax.algorithms.base import supports
-            from metajax.algorithms.registry import get_factory
-
-            if not supports(get_factory(self.algo), "remat"):
-                problems.append(f"--remat true needs an algorithm that differentiates through "
-                                f"its inner loop (its factory takes remat=); {self.algo} does not")
+        if self.env is None:
+            problems += self._algorithm_problems()
         if self.dataset != "sinusoid" and self.ways < 2:
             problems.append(f"--ways must be >= 2 for classification, got {self.ways}")
         if problems:
             raise ValueError("invalid configuration: " + "; ".join(problems))
         return self
 
+    def _algorithm_problems(self) -> list[str]:
+        """What the chosen algorithm's factory declares it cannot take."""
+        from metajax.algorithms.base import declared_options, supports
+        from metajax.algorithms.registry import get_factory
+
+        factory = get_factory(self.algo)
+        declared = declared_options(factory)
+        problems = []
+        if not isinstance(self.options, dict):
+            return [f"options must be a dict of the algorithm's options, got {self.options!r}"]
+        unknown = [k for k in self.options if k not in declared]
+        if unknown:
+            takes = ", ".join(f"--{k.replace('_', '-')}" for k in declared) or "none"
+            problems.append(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} "
+                            f"{'is not an option' if len(unknown) == 1 else 'are not options'} "
+                            f"of --algo {self.algo} (its options: {takes})")
+        if self.remat and not supports(factory, "remat"):
+            problems.append(f"--remat true needs an algorithm that differentiates through its "
+                            f"inner loop (its factory takes remat=); {self.algo} does not")
+        if self.da_steps and not supports(factory, "first_order"):
+            problems.append(f"--da-steps needs an algorithm with a first-order variant (its "
+                            f"factory takes first_order=); {self.algo} does not")
+        return problems
+
     def algorithm_options(self) -> dict:
         """Keyword arguments of the algorithm's factory beyond the common ones."""
-        options = {"remat": True} if self.remat else {}
-        if self.algo == "reptile" and self.inner_batch:
-            return {**options, "inner_batch": self.inner_batch}
-        if self.algo != "mamlpp":
-            return options
-        return {**options, "msl": self.msl, "msl_anneal_steps": self.msl_anneal_steps, "bnwb": self.bnwb,
-                "bnrs": self.bnrs, "lslr": self.lslr}
+        return {**self.options, **({"remat": True} if self.remat else {})}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -146,6 +147,10 @@ class Config:
     def from_json(cls, text: str) -> "Config":
         values = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
+        # Older runs kept MAML++'s and Reptile's options as fields: they become options.
+        legacy = {k: values[k] for k in _LEGACY_OPTIONS.get(values.get("algo"), ()) if k in values}
+        if legacy:
+            values["options"] = {**legacy, **values.get("options", {})}
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def save(self, workdir: Path) -> None:

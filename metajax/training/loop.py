@@ -287,7 +287,7 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
     steps = cfg.eval_inner_steps if inner_steps is None else inner_steps
     learner, changes, eval_model = run.learner, {}, None
     if bn_stats is not None:
-        if cfg.algo == "mamlpp" and cfg.bnrs:
+        if cfg.algo == "mamlpp" and cfg.options.get("bnrs"):
             changes["test_stats"] = bn_stats
         elif state.model_state:
             eval_model = as_model(run.model, eval_bn=bn_stats)
