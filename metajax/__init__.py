@@ -1,17 +1,41 @@
 """metajax: functional few-shot meta-learning in JAX."""
-from metajax.algorithms import (MetaLearner, anil, boil, classification, fomaml,
-                                gradient_based_learner, make_algorithm, maml, pretrain, protomaml,
-                                protonets, regression, supports, task_keys, task_metrics)
-from metajax.core import adapt, combine, freeze_mask, head_only_mask, inner_loop, meta_loss, partition
-from metajax.models import MLP, Conv4, FunctionalModel, as_model, build_model, init_params
-from metajax.training import Config, TaskSource, evaluate_run, train_and_evaluate
+from metajax._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Config", "Conv4", "FunctionalModel", "MLP", "MetaLearner", "TaskSource", "adapt", "anil",
-    "as_model", "boil", "build_model", "classification", "combine", "evaluate_run", "fomaml",
-    "freeze_mask", "gradient_based_learner", "head_only_mask", "init_params", "inner_loop",
-    "make_algorithm", "maml", "meta_loss", "partition", "pretrain", "protomaml", "protonets",
-    "regression", "supports", "task_keys", "task_metrics", "train_and_evaluate",
-]
+_EXPORTS = {
+    "Config": "metajax.training",
+    "Conv4": "metajax.models",
+    "FunctionalModel": "metajax.models",
+    "MLP": "metajax.models",
+    "MetaLearner": "metajax.algorithms",
+    "TaskSource": "metajax.training",
+    "adapt": "metajax.core",
+    "anil": "metajax.algorithms",
+    "as_model": "metajax.models",
+    "boil": "metajax.algorithms",
+    "build_model": "metajax.models",
+    "classification": "metajax.algorithms",
+    "combine": "metajax.core",
+    "evaluate_run": "metajax.training",
+    "fomaml": "metajax.algorithms",
+    "freeze_mask": "metajax.core",
+    "gradient_based_learner": "metajax.algorithms",
+    "head_only_mask": "metajax.core",
+    "init_params": "metajax.models",
+    "inner_loop": "metajax.core",
+    "make_algorithm": "metajax.algorithms",
+    "maml": "metajax.algorithms",
+    "meta_loss": "metajax.core",
+    "partition": "metajax.core",
+    "pretrain": "metajax.algorithms",
+    "protomaml": "metajax.algorithms",
+    "protonets": "metajax.algorithms",
+    "regression": "metajax.algorithms",
+    "supports": "metajax.algorithms",
+    "task_keys": "metajax.algorithms",
+    "task_metrics": "metajax.algorithms",
+    "train_and_evaluate": "metajax.training",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 
 from metajax.analysis.cli import COMMANDS as ANALYSIS_COMMANDS
@@ -61,6 +62,70 @@ def _chosen_algorithm(args) -> str | None:
         return None  # reported when the config is built
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _json_safe(value):
+    """JSON output never holds NaN/inf (not valid JSON): they become null, and the field
+    ``undefined`` lists which values were not finite and why."""
+    undefined = []
+
+    def clean(v, path):
+        if isinstance(v, dict):
+            return {k: clean(x, f"{path}{k}") for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        if isinstance(v, float) and not math.isfinite(v):
+            undefined.append(path)
+            return None
+        return v
+
+    out = clean(value, "")
+    if undefined:
+        out["undefined"] = {k: ("a confidence interval needs at least 2 tasks" if "ci95" in k
+                                else "not finite: the model diverged") for k in undefined}
+    return out
+
+
+def _start_distributed(args) -> None:
+    """``jax.distributed.initialize`` from the launch flags (or the cluster's environment)."""
+    import jax
+
+    explicit = (args.coordinator_address, args.num_processes, args.process_id)
+    if any(v is not None for v in explicit):
+        if None in explicit:
+            raise ValueError("a multi-process launch needs all of --coordinator-address "
+                             "HOST:PORT, --num-processes N and --process-id I")
+        if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+            raise ValueError(f"--process-id {args.process_id} is out of range: with "
+                             f"--num-processes {args.num_processes} use 0..{args.num_processes - 1}")
+        if ":" not in args.coordinator_address:
+            raise ValueError(f"--coordinator-address {args.coordinator_address!r}: expected "
+                             "HOST:PORT, e.g. localhost:1234")
+    elif not args.distributed:
+        return
+    if jax.default_backend() == "cpu" or args.coordinator_address:
+        # CPU collectives across processes go through gloo (GPUs and TPUs have their own).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(args.coordinator_address, args.num_processes,
+                                   args.process_id, initialization_timeout=args.init_timeout)
+    except Exception as e:  # noqa: BLE001 (JAX raises RuntimeError/XlaRuntimeError variants)
+        where = args.coordinator_address or "the cluster's coordinator"
+        raise ValueError(f"could not join the multi-process run at {where} within "
+                         f"{args.init_timeout} s ({str(e).splitlines()[0][:200]}); check that "
+                         "every process uses the same --coordinator-address and "
+                         "--num-processes, that process 0 is running, and that the port is "
+                         "reachable") from None
+
+
 def _parse_bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -83,18 +148,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --workdir from its newest checkpoint")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    train.add_argument("--distributed", action="store_true",
-                       help="call jax.distributed.initialize() first (multi-host task sharding)")
+    launch = train.add_argument_group(
+        "several processes (jax.distributed; see README 'Many devices and hosts')")
+    launch.add_argument("--distributed", action="store_true",
+                        help="join a multi-process run; with no flags below, the cluster's "
+                             "environment (SLURM, Open MPI, Cloud TPU, ...) describes it")
+    launch.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                        help="process 0's address (implies --distributed)")
+    launch.add_argument("--num-processes", type=int, default=None, metavar="N")
+    launch.add_argument("--process-id", type=int, default=None, metavar="I",
+                        help="this process's index, 0..N-1 (process 0 writes the run's files)")
+    launch.add_argument("--init-timeout", type=int, default=120, metavar="SECONDS",
+                        help="how long to wait for every process to join (default: 120)")
     _add_config_flags(train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run on test tasks; prints JSON")
     ev.add_argument("workdir", help="run directory written by `metajax train`")
-    ev.add_argument("--tasks", type=int, default=600)
+    ev.add_argument("--tasks", type=_positive_int, default=600, help="test tasks (>= 1)")
     ev.add_argument("--inner-steps", type=int, default=None,
                     help="test-time adaptation steps (default: the run's eval_inner_steps)")
     ev.add_argument("--split", default="test", choices=("test", "val"))
     ev.add_argument("--seed", type=int, default=0, help="selects the test tasks")
-    ev.add_argument("--batch", type=int, default=None, help="tasks per compiled call")
+    ev.add_argument("--batch", type=_positive_int, default=None,
+                    help="tasks per compiled call (>= 1)")
     ev.add_argument("--data-dir", default=None, help="override the run's data directory")
     ev.add_argument("--head", default="learned", choices=("learned", "nil", "zero"),
                     help="nil: no head and no inner loop; cosine-similarity votes of support "
@@ -122,8 +198,14 @@ def _train_config(args) -> Config:
         except FileNotFoundError:
             saved = None
         if saved is not None:
-            # The run's own settings win; only the step budget (and data location) may change.
+            # The run's own settings win; only the step budget (and data location) may change,
+            # and after a divergence the rates may be lowered.
             allowed = {"steps", "data_dir"}
+            from metajax.training import history
+
+            if history.diverged(args.workdir):
+                allowed |= {k for k in ("meta_lr", "inner_lr")
+                            if k in overrides and 0 < overrides[k] < getattr(saved, k)}
             changed = {k for k, v in overrides.items() if getattr(saved, k) != v} - allowed
             changed |= {f"--{k.replace('_', '-')}" for k, v in options.items()
                         if saved.options.get(k) != v}
@@ -159,7 +241,11 @@ def main(argv=None) -> int:
             first.add_argument(flag, default=None)
         first.add_argument("--config", default="default")
         first.add_argument("--resume", action="store_true")
-        algo = _chosen_algorithm(first.parse_known_args(argv[1:])[0])
+        chosen = first.parse_known_args(argv[1:])[0]
+        plain_help = ({"-h", "--help"} & set(argv) and chosen.algo is None
+                      and chosen.config == "default")
+        # (the default algorithm has no options; plain --help then answers without JAX)
+        algo = None if plain_help else _chosen_algorithm(chosen)
         if algo is not None:
             try:
                 _add_algorithm_flags(parser.get_default("_train_parser"), algo)
@@ -168,15 +254,19 @@ def main(argv=None) -> int:
                 return 2
     args = parser.parse_args(argv)
     # Imported here so that `metajax --help` answers without initialising JAX.
-    from metajax.training.loop import NonFiniteLossError, evaluate_run, train_and_evaluate
+    from metajax.training.checkpoint import CheckpointError
+    from metajax.training.loop import (NonFiniteLossError, TrainingInterrupted, evaluate_run,
+                                       train_and_evaluate)
+    from metajax.training.workdir import WorkdirError, os_error_message
 
     try:
         if args.command == "train":
             cfg = _train_config(args)
-            if args.distributed:
-                import jax
-
-                jax.distributed.initialize()
+            _start_distributed(args)
+            if cfg.env is not None and jax_process_count() > 1:
+                raise ValueError("meta-RL (--env) runs in one process: its rollouts are not "
+                                 "split over processes; drop --distributed (several devices of "
+                                 "one process are used)")
             if cfg.env is not None:
                 from metajax.rl.trainer import train_rl
 
@@ -184,29 +274,55 @@ def main(argv=None) -> int:
             else:
                 train_and_evaluate(cfg, args.workdir, resume=args.resume,
                                    progress=not args.no_progress)
-            print(f"done: {cfg.steps} steps; evaluate with `metajax eval {args.workdir}`",
-                  file=sys.stderr)
+            if jax_process_count() == 1 or jax_process_index() == 0:
+                print(f"done: {cfg.steps} steps; evaluate with `metajax eval {args.workdir}`",
+                      file=sys.stderr)
         elif args.command == "eval" and _is_rl_run(args.workdir):
             from metajax.rl.trainer import evaluate_rl_run
 
-            print(json.dumps(evaluate_rl_run(args.workdir, tasks=args.tasks, seed=args.seed)))
+            print(json.dumps(_json_safe(evaluate_rl_run(args.workdir, tasks=args.tasks,
+                                                        seed=args.seed))))
         elif args.command == "data":
             print(json.dumps(run_data_command(args), indent=2))
         elif args.command == "eval" and args.benchmark:
-            print(json.dumps(run_benchmark(args)))
+            print(json.dumps(_json_safe(run_benchmark(args))))
         elif args.command == "eval":
+            if args.head == "zero":
+                raise ValueError("--head zero is for --benchmark omniglot-runs (a new 20-way "
+                                 "head); for the run's own tasks use --head learned or nil")
             result = evaluate_run(args.workdir, tasks=args.tasks, inner_steps=args.inner_steps,
                                   split=args.split, seed=args.seed, batch=args.batch,
                                   head=args.head,
                                   freeze=[x for x in args.freeze.split(",") if x.strip()],
                                   bn_stats=args.bn_stats, data_dir=args.data_dir)
-            print(json.dumps(result))
+            print(json.dumps(_json_safe(result)))
         elif args.command in ANALYSIS_COMMANDS:
             run_analysis_command(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
+    except TrainingInterrupted as e:
+        print(f"metajax: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("metajax: interrupted before training started; nothing was written",
+              file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, CheckpointError,
+            WorkdirError) as e:
         print(f"metajax: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. analyze --out on a read-only or full file system
+        print(f"metajax: error: {os_error_message(e, e.filename or 'a file')}", file=sys.stderr)
+        return 2
     return 0
+
+
+def jax_process_count() -> int:
+    import jax
+    return jax.process_count()
+
+
+def jax_process_index() -> int:
+    import jax
+    return jax.process_index()
 
 
 if __name__ == "__main__":

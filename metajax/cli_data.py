@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from metajax.data.verify import VERIFIABLE
+from metajax.data.names import BENCHMARKS, VERIFIABLE
 
 __all__ = ["add_benchmark_flags", "add_data_command", "run_benchmark", "run_data_command"]
 
@@ -48,8 +48,6 @@ def run_data_command(args: argparse.Namespace) -> dict:
 
 def add_benchmark_flags(ev: argparse.ArgumentParser) -> None:
     """Adds ``--benchmark`` to ``metajax eval``."""
-    from metajax.training.benchmarks import BENCHMARKS
-
     ev.add_argument("--benchmark", default=None, choices=BENCHMARKS,
                     help="score on a fixed benchmark instead of sampled tasks: omniglot-runs is "
                          "Lake et al.'s 20 runs of 20-way one-shot (all_runs.zip beside the "

@@ -1,42 +1,33 @@
 """Datasets and few-shot episode sampling."""
-from metajax.data.archives import safe_extract
-from metajax.data.cifar import load_cifar_fs, load_fc100
-from metajax.data.episodes import Episode, check_episode_spec, sample_episode
-from metajax.data.errors import DataError
-from metajax.data.files import FewShotSplits, default_cache_dir, resolve_data_dir
-from metajax.data.folder import load_folder
-from metajax.data.host_stream import HostEpisodeStream, host_batch
-from metajax.data.miniimagenet import load_miniimagenet
-from metajax.data.omniglot import OmniglotSplits, load_omniglot, omniglot_split_indices
-from metajax.data.omniglot_runs import OmniglotRuns, load_omniglot_runs
-from metajax.data.ragged import RaggedImages, episode_indices, sample_ragged_episode
-from metajax.data.sinusoid import sample_sinusoid_task
-from metajax.data.sources import IMAGE_DATASETS, load_splits
+from metajax._lazy import lazy_exports
 
-__all__ = [
-    "DataError",
-    "Episode",
-    "FewShotSplits",
-    "HostEpisodeStream",
-    "IMAGE_DATASETS",
-    "OmniglotRuns",
-    "OmniglotSplits",
-    "RaggedImages",
-    "check_episode_spec",
-    "default_cache_dir",
-    "episode_indices",
-    "host_batch",
-    "load_cifar_fs",
-    "load_fc100",
-    "load_folder",
-    "load_miniimagenet",
-    "load_omniglot",
-    "load_omniglot_runs",
-    "load_splits",
-    "omniglot_split_indices",
-    "resolve_data_dir",
-    "safe_extract",
-    "sample_ragged_episode",
-    "sample_episode",
-    "sample_sinusoid_task",
-]
+
+_EXPORTS = {
+    "DataError": "metajax.data.errors",
+    "Episode": "metajax.data.episodes",
+    "FewShotSplits": "metajax.data.files",
+    "HostEpisodeStream": "metajax.data.host_stream",
+    "IMAGE_DATASETS": "metajax.data.sources",
+    "OmniglotRuns": "metajax.data.omniglot_runs",
+    "OmniglotSplits": "metajax.data.omniglot",
+    "RaggedImages": "metajax.data.ragged",
+    "check_episode_spec": "metajax.data.episodes",
+    "default_cache_dir": "metajax.data.files",
+    "episode_indices": "metajax.data.ragged",
+    "host_batch": "metajax.data.host_stream",
+    "load_cifar_fs": "metajax.data.cifar",
+    "load_fc100": "metajax.data.cifar",
+    "load_folder": "metajax.data.folder",
+    "load_miniimagenet": "metajax.data.miniimagenet",
+    "load_omniglot": "metajax.data.omniglot",
+    "load_omniglot_runs": "metajax.data.omniglot_runs",
+    "load_splits": "metajax.data.sources",
+    "omniglot_split_indices": "metajax.data.omniglot",
+    "resolve_data_dir": "metajax.data.files",
+    "safe_extract": "metajax.data.archives",
+    "sample_episode": "metajax.data.episodes",
+    "sample_ragged_episode": "metajax.data.ragged",
+    "sample_sinusoid_task": "metajax.data.sinusoid",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

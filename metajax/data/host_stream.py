@@ -121,8 +121,12 @@ def put_host_batch(data: RaggedImages, keys, *, ways: int, shots: int, queries: 
     batch = Episode((images[s_idx], s_y), (images[q_idx], q_y))
     if sharding is None:
         batch = jax.device_put(batch)
-    else:
+    elif sharding.is_fully_addressable:
         batch = jax.device_put(batch, sharding)
+    else:  # several processes: each places the tasks of its own devices
+        batch = jax.tree_util.tree_map(
+            lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]),
+            batch)
     # Waited for, so that a stream queues only batches that are on the device: the consumer's
     # blocked time is then all the time it waited for data (and a transfer error surfaces in
     # the thread, then in next()).

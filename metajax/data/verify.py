@@ -28,7 +28,7 @@ OMNIGLOT_SHA256 = {
     "images_background_small2.zip":
         "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
 }
-VERIFIABLE = ("omniglot", "miniimagenet", "cifar-fs", "fc100", "folder")
+from metajax.data.names import VERIFIABLE  # noqa: E402 (kept importable without JAX)
 
 
 def verify_dataset(dataset: str, data_dir: str | os.PathLike | None, *,

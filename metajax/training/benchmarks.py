@@ -38,7 +38,7 @@ from metajax.training.config import Config
 
 __all__ = ["BENCHMARKS", "HEADS", "evaluate_omniglot_runs"]
 
-BENCHMARKS = ("omniglot-runs",)
+from metajax.data.names import BENCHMARKS  # noqa: E402,F401 (re-exported)
 HEADS = ("learned", "nil", "zero")
 # Algorithms whose meta-parameters are exactly the model's params, so a zero head can be put in.
 _ZERO_HEAD_ALGOS = ("maml", "fomaml", "anil", "reptile", "pretrain")

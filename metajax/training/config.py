@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from pathlib import Path
 
 OUTER_OPTIMIZERS = ("adam", "sgd")
@@ -85,6 +88,11 @@ class Config:
         for name in ("inner_steps", "eval_inner_steps"):
             if getattr(self, name) < 0:
                 problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("meta_lr", "inner_lr", "min_meta_lr"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (value == 0 and name == "meta_lr"):
+                problems.append(f"--{name.replace('_', '-')} must be a finite rate > 0, got "
+                                f"{value} (a negative rate ascends the loss)")
         if self.outer_optimizer not in OUTER_OPTIMIZERS:
             problems.append(f"unknown --outer-optimizer {self.outer_optimizer!r}; choose one of: "
                             f"{', '.join(OUTER_OPTIMIZERS)}")
@@ -144,20 +152,33 @@ class Config:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Config":
-        values = json.loads(text)
+    def from_json(cls, text: str, *, source: str = "config") -> "Config":
+        """Parses and type-checks a saved config; errors name ``source`` and the field."""
+        try:
+            values = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"{source} is not valid JSON ({e}); restore it or start a new "
+                             "--workdir") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{source} must hold a JSON object of config fields, got "
+                             f"{type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         # Older runs kept MAML++'s and Reptile's options as fields: they become options.
         legacy = {k: values[k] for k in _LEGACY_OPTIONS.get(values.get("algo"), ()) if k in values}
         if legacy:
             values["options"] = {**legacy, **values.get("options", {})}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        values = {k: v for k, v in values.items() if k in known}
+        hints = typing.get_type_hints(cls)
+        problems = [problem for name, value in values.items()
+                    if (problem := _type_problem(name, value, hints[name]))]
+        if problems:
+            raise ValueError(f"{source}: " + "; ".join(problems))
+        return cls(**values)
 
     def save(self, workdir: Path) -> None:
-        path = Path(workdir) / "config.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
+        from metajax.training.checkpoint import write_atomically
+
+        write_atomically(Path(workdir) / "config.json", self.to_json().encode())
 
     @classmethod
     def load(cls, workdir: Path) -> "Config":
@@ -165,4 +186,29 @@ class Config:
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: {workdir} is not a metajax run directory "
                                     "(create one with `metajax train --workdir DIR`)")
-        return cls.from_json(path.read_text())
+        return cls.from_json(path.read_text(), source=str(path)).validate_in(path)
+
+    def validate_in(self, path) -> "Config":
+        """:meth:`validate`, with errors naming the file the config came from."""
+        try:
+            return self.validate()
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+
+def _type_problem(name: str, value, hint) -> str | None:
+    """Why ``value`` does not fit the field's type (``None`` if it does)."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return None
+        if kind is bool and isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if kind in (str, dict) and isinstance(value, kind):
+            return None
+    names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+    return f"field {name!r} must be {names}, got {json.dumps(value)}"

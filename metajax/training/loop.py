@@ -1,10 +1,11 @@
 """``train_and_evaluate(config, workdir)`` and ``evaluate_run(workdir)``: what the CLI calls."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import sys
 import time
-import warnings
 from pathlib import Path
 
 import jax
@@ -19,20 +20,28 @@ from metajax.algorithms.registry import algorithm_name, make_algorithm
 from metajax.core.partition import freeze_mask
 from metajax.data.host_stream import HostEpisodeStream, host_batch
 from metajax.models.functional import as_model
-from metajax.training import checkpoint
+from metajax.training import checkpoint, history
+from metajax.training.checkpoint import CheckpointError
 from metajax.training.config import Config
 from metajax.training.metrics_log import MetricsLog
-from metajax.training.sharding import TASK_AXIS, replicate, task_mesh
+from metajax.training.sharding import TASK_AXIS, put_tasks, replicate, task_mesh
 from metajax.training.state import TrainState, create_train_state
 from metajax.training.steps import make_eval_step, make_meta_step, step_sample_keys
 from metajax.training.tasks import make_task_source
+from metajax.training.workdir import (WorkdirError, WorkdirLock, check_contents, os_error_message,
+                                      remove_debris)
 
 # Fixed streams of evaluation tasks, so every run and checkpoint is scored on the same tasks.
 _VAL_STREAM, _TEST_STREAM = 1, 2
 
 
 class NonFiniteLossError(RuntimeError):
-    """The meta-loss became NaN or infinite; training stopped without saving the bad state."""
+    """A training or validation metric became NaN or infinite; training stopped without saving
+    the bad state."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C during training; the message says which checkpoint is kept and how to resume."""
 
 
 class _Run:
@@ -49,7 +58,9 @@ class _Run:
         self._algorithm = learner if learner is not None else cfg.algo
         self.learner = self.make_learner()
         self.optimizer = self.learner.outer(_outer_optimizer(cfg))
-        self._eval_steps = {}  # (learner, inner_steps) -> jitted step, so validation compiles once
+        self._eval_steps = {}  # (learner, inner_steps, mesh) -> jitted step, compiled once
+        self._placed = {}      # split -> its data on the mesh, placed once
+        self.mesh = None       # the training loop's task mesh; evaluation shards over it too
 
     def make_learner(self, model=None, **changes):
         """The run's algorithm; ``changes`` override its options (e.g. ``first_order=True``),
@@ -88,20 +99,27 @@ class _Run:
         batch = min(batch or self.cfg.eval_batch, num_tasks)
         learner = learner or self.learner
         host = self.source.placement == "host"
-        if (learner, inner_steps) not in self._eval_steps:
-            self._eval_steps[learner, inner_steps] = make_eval_step(
+        mesh = self.mesh
+        if mesh is not None:  # every device evaluates its share of each batch of tasks
+            batch = -(-batch // mesh.size) * mesh.size
+        if (learner, inner_steps, mesh) not in self._eval_steps:
+            self._eval_steps[learner, inner_steps, mesh] = make_eval_step(
                 learner, self.source.sample, inner_steps, task_chunk=self.cfg.task_chunk,
-                presampled=host)
-        eval_step = self._eval_steps[learner, inner_steps]
+                presampled=host, mesh=mesh)
+        eval_step = self._eval_steps[learner, inner_steps, mesh]
         data = self.source.splits[split]
+        if mesh is not None and not host:
+            if split not in self._placed:
+                self._placed[split] = replicate(data, mesh)
+            data = self._placed[split]
         # Pad the last chunk to a full batch so one compiled shape serves every chunk.
         keys = jax.vmap(functools.partial(jax.random.fold_in, key))(
             jnp.arange(math.ceil(num_tasks / batch) * batch))
         chunks = []
         for i in range(0, len(keys), batch):
             chunk_keys = keys[i:i + batch]
-            tasks = (jax.device_put(host_batch(data, chunk_keys, ways=self.cfg.ways,
-                                               shots=self.cfg.shots, queries=self.cfg.query))
+            tasks = (put_tasks(host_batch(data, chunk_keys, ways=self.cfg.ways,
+                                          shots=self.cfg.shots, queries=self.cfg.query), mesh)
                      if host else data)
             chunks.append(eval_step(params, model_state or {}, tasks, chunk_keys))
         per_task = {k: np.concatenate([np.asarray(c[k]) for c in chunks])[:num_tasks]
@@ -151,105 +169,267 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False, progress: 
     Objects given here are not in ``config.json``: pass the same ones to :func:`evaluate_run`
     (or give import paths, ``cfg.model = "pkg.mod:factory"``, which are).
 
+    Several processes (``jax.distributed``): every process calls this; the task batch is split
+    over all devices of all processes, and process 0 alone writes files and prints.
+
     Raises:
-      NonFiniteLossError: the meta-loss became NaN/inf. The last good checkpoint is kept.
+      NonFiniteLossError: a training or validation metric became NaN/inf. The newest checkpoint
+        whose next step was finite is kept.
       FileExistsError: ``workdir`` holds a run and ``resume`` is False.
+      CheckpointError: ``resume`` and no checkpoint can be resumed from (nothing is changed).
+      WorkdirError: the workdir is in use, holds foreign files, or cannot be written.
+      TrainingInterrupted: Ctrl-C; the newest checkpoint is kept.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    existing = checkpoint.list_checkpoints(workdir)
-    if existing and not resume:
-        raise FileExistsError(f"{workdir} already holds a run (checkpoint at step "
-                              f"{existing[-1][0]}); pass --resume to continue it or choose "
-                              "another --workdir")
     if callable(learner) and not isinstance(learner, MetaLearner):
         # A factory is recorded by name or import path, so eval/analyze/--resume rebuild it.
         cfg = cfg.replace(algo=algorithm_name(learner))
-    run = _Run(cfg, model=model, data=data, learner=learner)
-    cfg.save(workdir)
-    state, start = checkpoint.restore_checkpoint(workdir, run.initial_state())
-    start = start or 0
-    log = MetricsLog(workdir, resume_step=start if resume else None)
-    mesh = task_mesh() if cfg.shard_tasks and jax.device_count() > 1 else None
-    if mesh is not None and cfg.meta_batch % mesh.size:
-        warnings.warn(f"--meta-batch {cfg.meta_batch} does not split over {mesh.size} devices; "
-                      f"running on one device (use a multiple of {mesh.size} to shard tasks)")
-        mesh = None
-    host = run.source.placement == "host"
-    train_data = run.source.splits["train"]
-    if mesh is not None:
-        state = replicate(state, mesh)
-        if not host:  # placed once, so no step copies the split between devices
-            train_data = replicate(train_data, mesh)
-    meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample, cfg.meta_batch,
-                               mesh=mesh, task_chunk=cfg.task_chunk, presampled=host)
-    # MAML++'s derivative-order annealing: a second compiled step, first order, for the first
-    # da_steps steps; switching between two compiled functions retraces nothing.
-    first_order_step = (make_meta_step(run.make_learner(first_order=True), run.optimizer,
-                                       run.source.sample, cfg.meta_batch, mesh=mesh,
-                                       task_chunk=cfg.task_chunk, presampled=host)
-                        if cfg.da_steps > start else None)
-    stream = None
-    if host:
-        sharding = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(TASK_AXIS))
-                    if mesh is not None else None)
-        stream = HostEpisodeStream(train_data, ways=cfg.ways, shots=cfg.shots, queries=cfg.query,
-                                   keys_for_step=_KeyChain(state.rng, cfg.meta_batch),
-                                   start_step=start, sharding=sharding)
-    val_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), _VAL_STREAM)
-    last_saved = start if existing else None
-
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=f"{cfg.algo}",
-               dynamic_ncols=True)
-    try:
-        state = _train_steps(cfg, run, workdir, state, start, meta_step, first_order_step,
-                             train_data, stream, log, bar, val_key, last_saved)
-    finally:
-        if stream is not None:
-            stream.close()
-        bar.close()
-    return state
-
-
-def _train_steps(cfg, run, workdir, state, start, meta_step, first_order_step, train_data,
-                 stream, log, bar, val_key, last_saved):
-    tic, window_start = time.perf_counter(), start
-    for step in range(start + 1, cfg.steps + 1):
-        step_fn = first_order_step if step <= cfg.da_steps else meta_step
-        if stream is not None:
-            stream_step, tasks = next(stream)
-            assert stream_step == step, (stream_step, step)
-            state, metrics = step_fn(state, tasks)
+    if cfg.data_dir is not None:  # stored absolute: eval from another folder reads the same data
+        cfg = cfg.replace(data_dir=str(Path(cfg.data_dir).expanduser().resolve()))
+    cfg.validate()
+    writer = jax.process_index() == 0
+    if writer:
+        _check_workdir(workdir, resume)
+    with WorkdirLock(workdir) if writer else contextlib.nullcontext() as lock:
+        if lock is not None and lock.took_over:
+            print(f"metajax: taking over {lock.path} from a run that is no longer running "
+                  f"({lock.took_over})", file=sys.stderr)
+        if writer:
+            remove_debris(workdir)
+        run = _Run(cfg, model=model, data=data, learner=learner)
+        if resume:
+            changes = _check_resumed_config(workdir, cfg)
+            state, start = checkpoint.restore_for_resume(workdir, run.initial_state())
+            if changes and writer:
+                history.record(workdir, {"event": "resumed", "step": start, "changes": changes})
+                checkpoint.write_config_snapshot(workdir, cfg.to_json())
         else:
-            state, metrics = step_fn(state, train_data)
-        loss = float(metrics["outer/loss"])
-        if not math.isfinite(loss):
-            kept = (f"the last good checkpoint (step {last_saved}) is kept in "
-                    f"{checkpoint.checkpoint_dir(workdir)}" if last_saved is not None
-                    else "no checkpoint had been written yet")
-            raise NonFiniteLossError(
-                f"meta-loss is {loss} at step {step}; stopped without saving this state, {kept}. "
-                "Lower --meta-lr or --inner-lr (or resume with --resume after changing them).")
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            metrics = jax.device_get(metrics)
+            state, start = run.initial_state(), 0
+        trainer = _Trainer(cfg, run, workdir, state, start, progress=progress and writer,
+                           writer=writer)
+        return trainer.train()
+
+
+def _check_workdir(workdir: Path, resume: bool) -> None:
+    """Refuses, before anything is written, a workdir this run must not use."""
+    if resume:
+        if not (workdir / "config.json").is_file():
+            raise CheckpointError(f"nothing to resume: {workdir} is not a metajax run (it has no "
+                                  "config.json); check --workdir, or start the run without "
+                                  "--resume")
+        return
+    existing = checkpoint.list_checkpoints(workdir)
+    if existing:
+        raise FileExistsError(f"{workdir} already holds a run (checkpoint at step "
+                              f"{existing[-1][0]}); pass --resume to continue it or choose "
+                              "another --workdir")
+    check_contents(workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkdirError(os_error_message(e, workdir)) from None
+
+
+def _check_resumed_config(workdir: Path, cfg: Config) -> None:
+    """``config.json`` must still describe the checkpoints (only the step budget, the data
+    location and, after a divergence, lower rates may change); returns the changed rates."""
+    snapshot = checkpoint.config_snapshot(workdir)
+    if snapshot is None:
+        return {}
+    saved = Config.from_json(snapshot)
+    allowed = {"steps", "data_dir"}
+    if history.diverged(workdir):
+        allowed |= {name for name in ("meta_lr", "inner_lr")
+                    if 0 < getattr(cfg, name) < getattr(saved, name)}
+    changed = [f"{name}: {getattr(saved, name)!r} in the checkpoints, {getattr(cfg, name)!r} now"
+               for name in sorted(set(cfg.__dataclass_fields__) - allowed)
+               if getattr(saved, name) != getattr(cfg, name)]
+    if changed:
+        raise CheckpointError(
+            f"{workdir / 'config.json'} no longer matches the configuration its checkpoints were "
+            f"written with ({'; '.join(changed)}). Restore those settings, or start a new "
+            "--workdir; nothing was changed")
+    return {name: [getattr(saved, name), getattr(cfg, name)] for name in ("meta_lr", "inner_lr")
+            if getattr(saved, name) != getattr(cfg, name)}
+
+
+class _Trainer:
+    """The training loop of one run: steps, checks, logs, validation, checkpoints.
+
+    The host never waits for a step it does not need: metrics stay on the device until a log,
+    validation or checkpoint step, where every step since the last check is checked for
+    non-finite values at once. A checkpoint is written when its step is done and committed
+    (renamed into place) only once the next step is known to be finite, so the newest checkpoint
+    is never a state whose next step diverges.
+    """
+
+    def __init__(self, cfg, run, workdir, state, start, *, progress, writer):
+        self.cfg, self.run, self.workdir = cfg, run, workdir
+        self.start, self.writer = start, writer
+        self.log = MetricsLog(workdir, resume_step=start if start else None) if writer else None
+        if writer:
+            cfg.save(workdir)
+        mesh = task_mesh() if cfg.shard_tasks and jax.device_count() > 1 else None
+        if mesh is not None and cfg.meta_batch % mesh.size:
+            raise ValueError(f"--meta-batch {cfg.meta_batch} cannot be split evenly over the "
+                             f"{mesh.size} devices ({jax.process_count()} process(es)); use a "
+                             f"multiple of {mesh.size}, or --shard-tasks false")
+        self.mesh = run.mesh = mesh
+        host = run.source.placement == "host"
+        self.train_data = run.source.splits["train"]
+        if mesh is not None:
+            state = replicate(state, mesh)
+            if not host:  # placed once, so no step copies the split between devices
+                self.train_data = replicate(self.train_data, mesh)
+        self.state = state
+        self.meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample,
+                                        cfg.meta_batch, mesh=mesh, task_chunk=cfg.task_chunk,
+                                        presampled=host)
+        # Derivative-order annealing: a second compiled step, first order, for the first
+        # da_steps steps; switching between two compiled functions retraces nothing.
+        self.first_order_step = (
+            make_meta_step(run.make_learner(first_order=True), run.optimizer, run.source.sample,
+                           cfg.meta_batch, mesh=mesh, task_chunk=cfg.task_chunk,
+                           presampled=host)
+            if cfg.da_steps > start else None)
+        self.stream = None
+        if host:
+            sharding = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(TASK_AXIS))
+                        if mesh is not None else None)
+            self.stream = HostEpisodeStream(
+                self.train_data, ways=cfg.ways, shots=cfg.shots, queries=cfg.query,
+                keys_for_step=_KeyChain(state.rng, cfg.meta_batch), start_step=start,
+                sharding=sharding)
+        self.val_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), _VAL_STREAM)
+        self.last_saved = start or None
+        self.pending = []          # (step, metrics on the device) not yet checked
+        self.uncommitted = None    # (step, path) of a checkpoint waiting for its next step
+        self.bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=cfg.algo,
+                        dynamic_ncols=True)
+
+    def train(self) -> TrainState:
+        step = self.start
+        try:
+            if self.start < self.cfg.steps:
+                self.bar.set_description(f"{self.cfg.algo} (compiling)")
+            for step in range(self.start + 1, self.cfg.steps + 1):
+                self._step(step)
+            return self.state
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(
+                f"interrupted at step {step}; " + self._kept() + ". Continue with: metajax "
+                f"train --workdir {self.workdir} --resume") from None
+        finally:
+            self._discard_uncommitted()
+            if self.stream is not None:
+                self.stream.close()
+            self.bar.close()
+
+    def _step(self, step: int) -> None:
+        cfg = self.cfg
+        step_fn = self.first_order_step if step <= cfg.da_steps else self.meta_step
+        if self.stream is not None:
+            stream_step, tasks = next(self.stream)
+            assert stream_step == step, (stream_step, step)
+            self.state, metrics = step_fn(self.state, tasks)
+        else:
+            self.state, metrics = step_fn(self.state, self.train_data)
+        self.pending.append((step, metrics))
+        if step == self.start + 1:
+            self.bar.set_description(cfg.algo)
+            self.tic, self.window_start = time.perf_counter(), self.start
+        self.bar.update(1)
+        final = step == cfg.steps
+        log_now = step % cfg.log_every == 0 or final
+        eval_now = step % cfg.eval_every == 0 or final
+        save_now = step % cfg.checkpoint_every == 0 or final
+        next_of_saved = self.uncommitted is not None and step == self.uncommitted[0] + 1
+        if not (log_now or eval_now or save_now or next_of_saved):
+            return
+        latest = self._check_pending()
+        if self.uncommitted is not None:
+            self._commit()
+        if log_now and self.writer:
             # Training time per step since the last log; validation and checkpoints excluded.
-            seconds = (time.perf_counter() - tic) / (step - window_start)
-            log.write(step, {**{f"train/{k}": v for k, v in metrics.items()}, "time/step_s": seconds})
-            bar.set_postfix({k.split("/")[-1]: f"{float(v):.3f}" for k, v in metrics.items()
-                             if k.startswith("outer/") and not k.endswith("norm")})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            val = run.evaluate(state.params, "val", cfg.eval_tasks, cfg.eval_inner_steps, val_key,
-                               model_state=state.model_state)
-            log.write(step, {f"val/{k}": v for k, v in val.items() if not k.endswith("_ci95")})
-            bar.write(f"step {step}: " + ", ".join(f"val/{k}={v:.4f}" for k, v in val.items()
-                                                   if not k.endswith("_ci95")))
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            checkpoint.save_checkpoint(workdir, state, step, keep=cfg.keep_checkpoints)
-            last_saved = step
-        if step % cfg.log_every == 0:
-            tic, window_start = time.perf_counter(), step
-    return state
+            seconds = (time.perf_counter() - self.tic) / (step - self.window_start)
+            self.log.write(step, {**{f"train/{k}": v for k, v in latest.items()},
+                                  "time/step_s": seconds})
+            self.bar.set_postfix({k.split("/")[-1]: f"{float(v):.3f}" for k, v in latest.items()
+                                  if k.startswith("outer/") and not k.endswith("norm")})
+        if eval_now:
+            self._validate(step)
+        if save_now:
+            self._save(step, commit=final)
+        if log_now:
+            self.tic, self.window_start = time.perf_counter(), step
+
+    def _check_pending(self) -> dict:
+        """The newest step's metrics; raises at the first non-finite metric since the last check."""
+        fetched = jax.device_get([m for _, m in self.pending])
+        for (step, _), metrics in zip(self.pending, fetched):
+            for name, value in metrics.items():
+                if not np.all(np.isfinite(value)):
+                    self._diverged(f"train/{name}", float(np.asarray(value).ravel()[0]), step)
+        self.pending = []
+        return fetched[-1]
+
+    def _validate(self, step: int) -> None:
+        cfg = self.cfg
+        self.bar.set_description(f"{cfg.algo} (validating)")
+        val = self.run.evaluate(self.state.params, "val", cfg.eval_tasks, cfg.eval_inner_steps,
+                                self.val_key, model_state=self.state.model_state)
+        self.bar.set_description(cfg.algo)
+        means = {k: v for k, v in val.items() if not k.endswith("_ci95")}
+        for name, value in means.items():
+            if not math.isfinite(value):
+                self._diverged(f"val/{name}", value, step)
+        if self.writer:
+            self.log.write(step, {f"val/{k}": v for k, v in means.items()})
+            self.bar.write(f"step {step}: " + ", ".join(f"val/{k}={v:.4f}"
+                                                       for k, v in means.items()))
+
+    def _save(self, step: int, *, commit: bool) -> None:
+        path = checkpoint.save_checkpoint(
+            self.workdir, self.state, step, keep=self.cfg.keep_checkpoints,
+            config_json=self.cfg.to_json(), write=self.writer, commit=commit)
+        if commit:
+            self.last_saved = step
+        else:
+            self.uncommitted = (step, path)
+
+    def _commit(self) -> None:
+        step, path = self.uncommitted
+        if self.writer:
+            checkpoint.commit_checkpoint(self.workdir, path, step, keep=self.cfg.keep_checkpoints,
+                                         config_json=self.cfg.to_json())
+        self.uncommitted = None
+        self.last_saved = step
+
+    def _discard_uncommitted(self) -> None:
+        if self.uncommitted is not None and self.writer:
+            checkpoint.discard_checkpoint(self.uncommitted[1])
+        self.uncommitted = None
+
+    def _kept(self) -> str:
+        if self.last_saved is None:
+            return "no checkpoint was kept"
+        return (f"the newest checkpoint (step {self.last_saved}) is kept in "
+                f"{checkpoint.checkpoint_dir(self.workdir)}")
+
+    def _diverged(self, metric: str, value: float, step: int) -> None:
+        self._discard_uncommitted()
+        if self.writer:
+            history.record(self.workdir, {"event": "diverged", "step": step, "metric": metric,
+                                          "value": repr(value), "kept": self.last_saved})
+        cfg = self.cfg
+        lower = f"--meta-lr {cfg.meta_lr / 10:g} (or --inner-lr {cfg.inner_lr / 10:g})"
+        if self.last_saved is None:
+            advice = f"start again with lower rates, e.g. {lower}, in a new --workdir"
+        else:
+            advice = (f"its next step was finite. Resume it with lower rates, e.g. metajax "
+                      f"train --workdir {self.workdir} --resume {lower}")
+        raise NonFiniteLossError(f"{metric} is {value} at step {step}; stopped, {self._kept()}; "
+                                 + advice)
 
 
 def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,

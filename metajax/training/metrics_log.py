@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+
+from metajax.training.checkpoint import write_atomically
+from metajax.training.workdir import WorkdirError, os_error_message
 
 
 class MetricsLog:
@@ -20,18 +24,20 @@ class MetricsLog:
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.reader(f)][1:]
             rows = [r for r in rows if len(r) == 3 and int(r[0]) <= resume_step]
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["step", "name", "value"])
-            writer.writerows(rows)
-        tmp.replace(self.path)
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["step", "name", "value"])
+        writer.writerows(rows)
+        write_atomically(self.path, text.getvalue().encode())
 
     def write(self, step: int, metrics: dict) -> None:
-        with open(self.path, "a", newline="") as f:
-            writer = csv.writer(f)
-            for name, value in metrics.items():
-                writer.writerow([step, name, f"{float(value):.6g}"])
+        try:
+            with open(self.path, "a", newline="") as f:
+                writer = csv.writer(f)
+                for name, value in metrics.items():
+                    writer.writerow([step, name, f"{float(value):.6g}"])
+        except OSError as e:
+            raise WorkdirError(os_error_message(e, self.path)) from None
 
 
 def read_metrics(workdir) -> dict[str, list[tuple[int, float]]]:

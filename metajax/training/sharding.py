@@ -33,5 +33,33 @@ def shard_tasks(tasks, mesh: Mesh):
 
 
 def replicate(tree, mesh: Mesh):
-    """Places ``tree`` (params, optimiser state) on every device of ``mesh``."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    """Places ``tree`` (params, optimiser state, a data split) on every device of ``mesh``.
+
+    With several processes every process passes the same values and keeps the copies on its own
+    devices (``jax.make_array_from_callback``); no data crosses processes.
+    """
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.tree_util.tree_map(put, tree)
+
+
+def put_tasks(tasks, mesh: Mesh | None):
+    """A host batch of tasks (leading task axis) onto the devices: split over ``mesh``'s devices
+    along the task axis, each process placing only its own devices' tasks."""
+    if mesh is None:
+        return jax.device_put(tasks)
+    sharding = NamedSharding(mesh, PartitionSpec(TASK_AXIS))
+    if jax.process_count() == 1:
+        return jax.device_put(tasks, sharding)
+
+    def put(x):
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.tree_util.tree_map(put, tasks)

@@ -133,17 +133,24 @@ def step_sample_keys(rng, meta_batch: int):
 
 
 def make_eval_step(learner, sample, inner_steps: int, *, task_chunk: int | None = None,
-                   presampled: bool = False):
+                   presampled: bool = False, mesh=None):
     """Builds ``eval_step(params, model_state, data, keys) -> metrics``, one value per key, jitted.
 
     Task ``i`` is drawn from ``keys[i]`` alone, so results do not depend on how tasks are batched.
     ``task_chunk``: see :func:`map_tasks`. With ``presampled``, ``data`` is the batch of tasks
-    (drawn on the host from ``keys``).
+    (drawn on the host from ``keys``). With a ``mesh`` the tasks are split over its devices (the
+    batch must divide evenly) and the per-task results are gathered on every device, so every
+    process can read them.
     """
     def eval_step(params, model_state, data, keys):
         tasks = data if presampled else sample_tasks(sample, keys, data)
+        if mesh is not None:
+            tasks = shard_tasks(tasks, mesh)
         return map_tasks(lambda task: learner.evaluate(params, task, inner_steps,
                                                        state=model_state),
-                         tasks, chunk=task_chunk)
+                         tasks, chunk=task_chunk, mesh=mesh)
 
-    return jax.jit(eval_step)
+    if mesh is None:
+        return jax.jit(eval_step)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(eval_step, out_shardings=replicated)

@@ -83,7 +83,11 @@ def _check_splits(data) -> dict:
 
 def _image_source(cfg, splits: dict, model) -> TaskSource:
     """A classification source over image splits, dense or ragged, on the device or the host."""
-    for name in SPLITS:
+    # The split with the fewest classes first, so that a --ways error states the binding limit.
+    def num_classes(name):
+        split = splits[name]
+        return split.num_classes if isinstance(split, RaggedImages) else int(np.shape(split)[0])
+    for name in sorted(SPLITS, key=num_classes):
         split = splits[name]
         if isinstance(split, RaggedImages):
             split.check_episode_spec(ways=cfg.ways, shots=cfg.shots, queries=cfg.query,

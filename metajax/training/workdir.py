@@ -51,9 +51,9 @@ class WorkdirLock:
         except BlockingIOError:
             owner = _read(fd)
             os.close(fd)
-            raise WorkdirError(f"{self.path.parent} is in use by another run ({owner or 'owner '
-                               'unknown'}); wait for it to finish, stop it, or choose another "
-                               "--workdir") from None
+            owner = owner or "owner unknown"
+            raise WorkdirError(f"{self.path.parent} is in use by another run ({owner}); wait "
+                               "for it to finish, stop it, or choose another --workdir") from None
         previous = _read(fd)
         if previous:
             self.took_over = previous
@@ -125,9 +125,12 @@ def os_error_message(error: OSError, path) -> str:
         errno.ENOSPC: "the disk is full: free space (or choose a --workdir on another disk) and "
                       "run again with --resume",
         errno.EDQUOT: "the disk quota is exhausted: free space and run again with --resume",
+        errno.EFBIG: "the file size limit was reached: raise it (ulimit -f) or free space, and "
+                     "run again with --resume",
         errno.EROFS: "the file system is read-only: choose a writable --workdir (or --out)",
         errno.EACCES: "permission denied: choose a folder you can write (or fix its permissions)",
         errno.EPERM: "operation not permitted: choose a folder you can write",
     }
     fix = fixes.get(error.errno, error.strerror or str(error))
-    return f"cannot write {path}: {fix}"
+    verb = "read" if error.errno == errno.ENOENT else "write"
+    return f"cannot {verb} {path}: {fix}"

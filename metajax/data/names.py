@@ -1,0 +1,4 @@
+"""Dataset names, importable without JAX (the CLI's choices)."""
+
+VERIFIABLE = ("omniglot", "miniimagenet", "cifar-fs", "fc100", "folder")
+BENCHMARKS = ("omniglot-runs",)  # metajax eval --benchmark (metajax.training.benchmarks)
