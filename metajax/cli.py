@@ -11,7 +11,9 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
+import threading
 
 from metajax.analysis.cli import COMMANDS as ANALYSIS_COMMANDS
 from metajax.analysis.cli import add_analysis_commands, run_analysis_command
@@ -111,19 +113,32 @@ def _start_distributed(args) -> None:
                              "HOST:PORT, e.g. localhost:1234")
     elif not args.distributed:
         return
-    if jax.default_backend() == "cpu" or args.coordinator_address:
-        # CPU collectives across processes go through gloo (GPUs and TPUs have their own).
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU collectives across processes go through gloo (GPUs and TPUs use their own); set before
+    # the backend starts, which initialize() must precede.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    where = args.coordinator_address or "the cluster's coordinator"
+    message = (f"metajax: error: could not join the multi-process run at {where} within "
+               f"{args.init_timeout} s; check that every process uses the same "
+               "--coordinator-address and --num-processes, that process 0 is running, and that "
+               "the port is reachable (--init-timeout to wait longer)")
+    joined = threading.Event()
+
+    def watchdog():
+        # JAX aborts the process (no exception) when joining times out: report it first.
+        if not joined.wait(args.init_timeout):
+            print(message, file=sys.stderr, flush=True)
+            os._exit(2)
+
+    threading.Thread(target=watchdog, daemon=True).start()
     try:
         jax.distributed.initialize(args.coordinator_address, args.num_processes,
-                                   args.process_id, initialization_timeout=args.init_timeout)
+                                   args.process_id,
+                                   initialization_timeout=args.init_timeout + 60)
     except Exception as e:  # noqa: BLE001 (JAX raises RuntimeError/XlaRuntimeError variants)
-        where = args.coordinator_address or "the cluster's coordinator"
-        raise ValueError(f"could not join the multi-process run at {where} within "
-                         f"{args.init_timeout} s ({str(e).splitlines()[0][:200]}); check that "
-                         "every process uses the same --coordinator-address and "
-                         "--num-processes, that process 0 is running, and that the port is "
-                         "reachable") from None
+        raise ValueError(f"{message.removeprefix('metajax: error: ')} "
+                         f"({str(e).splitlines()[0][:200]})") from None
+    finally:
+        joined.set()
 
 
 def _parse_bool(text: str) -> bool:

@@ -116,9 +116,11 @@ class _Run:
         keys = jax.vmap(functools.partial(jax.random.fold_in, key))(
             jnp.arange(math.ceil(num_tasks / batch) * batch))
         chunks = []
+        if mesh is not None:  # placed explicitly from the host: no device-to-device copy
+            keys = np.asarray(jax.device_get(keys))
         for i in range(0, len(keys), batch):
-            chunk_keys = keys[i:i + batch]
-            tasks = (put_tasks(host_batch(data, chunk_keys, ways=self.cfg.ways,
+            chunk_keys = keys[i:i + batch] if mesh is None else put_tasks(keys[i:i + batch], mesh)
+            tasks = (put_tasks(host_batch(data, keys[i:i + batch], ways=self.cfg.ways,
                                           shots=self.cfg.shots, queries=self.cfg.query), mesh)
                      if host else data)
             chunks.append(eval_step(params, model_state or {}, tasks, chunk_keys))
@@ -187,6 +189,7 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False, progress: 
     if cfg.data_dir is not None:  # stored absolute: eval from another folder reads the same data
         cfg = cfg.replace(data_dir=str(Path(cfg.data_dir).expanduser().resolve()))
     cfg.validate()
+    _training_mesh(cfg)  # a batch that cannot be split is refused before anything is written
     writer = jax.process_index() == 0
     if writer:
         _check_workdir(workdir, resume)
@@ -208,6 +211,18 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False, progress: 
         trainer = _Trainer(cfg, run, workdir, state, start, progress=progress and writer,
                            writer=writer)
         return trainer.train()
+
+
+def _training_mesh(cfg: Config):
+    """The task mesh over every device of every process (``None`` on one device)."""
+    if not cfg.shard_tasks or jax.device_count() == 1:
+        return None
+    mesh = task_mesh()
+    if cfg.meta_batch % mesh.size:
+        raise ValueError(f"--meta-batch {cfg.meta_batch} cannot be split evenly over the "
+                         f"{mesh.size} devices ({jax.process_count()} process(es)); use a "
+                         f"multiple of {mesh.size}, or --shard-tasks false")
+    return mesh
 
 
 def _check_workdir(workdir: Path, resume: bool) -> None:
@@ -269,11 +284,7 @@ class _Trainer:
         self.log = MetricsLog(workdir, resume_step=start if start else None) if writer else None
         if writer:
             cfg.save(workdir)
-        mesh = task_mesh() if cfg.shard_tasks and jax.device_count() > 1 else None
-        if mesh is not None and cfg.meta_batch % mesh.size:
-            raise ValueError(f"--meta-batch {cfg.meta_batch} cannot be split evenly over the "
-                             f"{mesh.size} devices ({jax.process_count()} process(es)); use a "
-                             f"multiple of {mesh.size}, or --shard-tasks false")
+        mesh = _training_mesh(cfg)
         self.mesh = run.mesh = mesh
         host = run.source.placement == "host"
         self.train_data = run.source.splits["train"]
