@@ -92,12 +92,16 @@ class FunctionalModel:
       rng_names: the RNG streams the module draws from in training (each gets the call's key).
       eval_bn: what batch norm normalises with outside training, ``"batch"`` (the batch's own
         statistics: transductive, as MAML evaluates) or ``"running"`` (the running averages).
+      compute_dtype: ``"float32"`` or ``"bfloat16"``: the forward pass (and so its derivatives)
+        runs in this dtype; params, state, outputs and losses stay float32 (mixed precision with
+        float32 master weights).
     """
 
     module: nn.Module
     head: HeadSpec = None
     rng_names: tuple[str, ...] = ("dropout",)
     eval_bn: str = "batch"
+    compute_dtype: str = "float32"
     _memo: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     # -- construction -------------------------------------------------------------------------
@@ -153,7 +157,7 @@ class FunctionalModel:
         if "features" not in captured:
             raise ValueError(f"the model never called its head {'/'.join(head)!r}; name the "
                              "head module with head=... (see metajax.as_model)")
-        return captured["features"], new_state
+        return _as_float32(captured["features"]), new_state
 
     def apply_head(self, head_params, features, *, key=None, train: bool = True,
                    bn: str | None = None):
@@ -166,7 +170,8 @@ class FunctionalModel:
         interceptor = _mode_interceptor(train, running, key is not None)
         rngs = {name: key for name in self.rng_names} if key is not None else None
         with nn.intercept_methods(interceptor):
-            return module.apply({"params": head_params}, features, rngs=rngs)
+            return _as_float32(module.apply(self._cast({"params": head_params}),
+                                            self._cast(features), rngs=rngs))
 
     # -- the head ------------------------------------------------------------------------------
     def head_path(self, params, x=None) -> tuple[str, ...]:
@@ -304,14 +309,34 @@ class FunctionalModel:
         rngs = {name: key for name in self.rng_names} if key is not None else None
         mutable = list(state) if (state and not running) else False
         with nn.intercept_methods(interceptor):
-            result = self.module.apply({"params": params, **state}, x, rngs=rngs,
-                                       mutable=mutable, method=method, **kwargs)
+            result = self.module.apply(self._cast({"params": params, **state}), self._cast(x),
+                                       rngs=rngs, mutable=mutable, method=method, **kwargs)
         if not mutable:
-            return result, state
+            return _as_float32(result), state
         out, updated = result
         if not train:  # statistics of an evaluation batch never leak into the running averages
-            return out, state
-        return out, {**state, **{k: updated[k] for k in state}}
+            return _as_float32(out), state
+        updated = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype),
+                                         {k: updated[k] for k in state}, state)
+        return _as_float32(out), {**state, **updated}
+
+    def _cast(self, tree):
+        if self.compute_dtype == "float32":
+            return tree
+        dtype = jnp.dtype(self.compute_dtype)
+        return jax.tree_util.tree_map(
+            lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a,
+            tree)
+
+
+def _as_float32(tree):
+    """Lower-precision floating outputs back to float32 (losses and metrics are float32)."""
+    def up(a):
+        dtype = jnp.result_type(a)
+        if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+            return a.astype(jnp.float32)
+        return a
+    return jax.tree_util.tree_map(up, tree)
 
 
 def _get(tree, path):
@@ -348,7 +373,8 @@ def _shape_state(module, x):
 _jit_init = jax.jit(_init_variables, static_argnums=0)
 
 
-def as_model(model, *, head: HeadSpec = None, eval_bn: str | None = None) -> FunctionalModel:
+def as_model(model, *, head: HeadSpec = None, eval_bn: str | None = None,
+             compute_dtype: str | None = None) -> FunctionalModel:
     """Wraps a ``flax.linen`` module (a ``FunctionalModel`` passes through, ``head`` replacing its own).
 
     Args:
@@ -357,16 +383,21 @@ def as_model(model, *, head: HeadSpec = None, eval_bn: str | None = None) -> Fun
       head: the head's params path (``"head"``, ``"Dense_3"``, ``"classifier/out"``) or a
         function ``params -> path``; ``None``: the ``"head"`` subtree, else the last ``nn.Dense``.
       eval_bn: ``"batch"`` or ``"running"`` (see :class:`FunctionalModel`).
+      compute_dtype: ``"float32"`` or ``"bfloat16"`` (see :class:`FunctionalModel`).
     """
+    if compute_dtype not in (None, "float32", "bfloat16"):
+        raise ValueError(f"unknown compute dtype {compute_dtype!r}; use float32 or bfloat16")
     if eval_bn not in (None, "batch", "running"):
         raise ValueError(f"unknown batch-norm statistics {eval_bn!r}; use 'batch' or 'running'")
     if isinstance(model, FunctionalModel):
-        changes = {k: v for k, v in (("head", head), ("eval_bn", eval_bn)) if v is not None}
+        changes = {k: v for k, v in (("head", head), ("eval_bn", eval_bn),
+                                     ("compute_dtype", compute_dtype)) if v is not None}
         return dataclasses.replace(model, **changes, _memo={}) if changes else model
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a flax.linen.Module, got {type(model).__name__}; a model "
                         "factory must return a Flax module")
-    return FunctionalModel(model, head=head, eval_bn=eval_bn or "batch")
+    return FunctionalModel(model, head=head, eval_bn=eval_bn or "batch",
+                           compute_dtype=compute_dtype or "float32")
 
 
 __all__ = ["FunctionalModel", "as_model"]

@@ -15,6 +15,8 @@ _LEGACY_OPTIONS = {"mamlpp": ("msl", "msl_anneal_steps", "bnwb", "bnrs", "lslr")
                    "reptile": ("inner_batch",)}
 DATA_PLACEMENTS = ("auto", "device", "host")
 EVAL_BN = ("batch", "running")
+DTYPES = ("float32", "bfloat16")
+MATMUL_PRECISIONS = ("default", "high", "highest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Config:
     model: str | None = None        # conv4 | conv4-pool | resnet12 | mlp | package.module:factory
     head: str | None = None         # the model's head, a params path (None: "head", or last Dense)
     eval_bn: str = "batch"          # stock BatchNorm at evaluation: batch | running statistics
+    dtype: str = "float32"          # compute dtype of forward passes: float32 | bfloat16
+    matmul_precision: str = "highest"  # float32 matmuls on TPUs/GPUs: default | high | highest
     hidden: int | None = None       # filters / units; None: the paper's
     conv_impl: str = "patches"      # patches | xla
     ways: int = 5
@@ -107,6 +111,11 @@ class Config:
         if self.data_on not in DATA_PLACEMENTS:
             problems.append(f"unknown --data-on {self.data_on!r}; choose one of: "
                             f"{', '.join(DATA_PLACEMENTS)}")
+        if self.dtype not in DTYPES:
+            problems.append(f"unknown --dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            problems.append(f"unknown --matmul-precision {self.matmul_precision!r}; choose one "
+                            f"of: {', '.join(MATMUL_PRECISIONS)}")
         if self.eval_bn not in EVAL_BN:
             problems.append(f"unknown --eval-bn {self.eval_bn!r}; choose one of: "
                             f"{', '.join(EVAL_BN)}")

@@ -54,7 +54,8 @@ class _Run:
     def __init__(self, cfg: Config, *, model=None, data=None, learner=None):
         self.cfg = cfg.validate()
         self.source = make_task_source(cfg, model=model, data=data)
-        self.model = as_model(self.source.model, head=cfg.head, eval_bn=cfg.eval_bn)
+        self.model = as_model(self.source.model, head=cfg.head, eval_bn=cfg.eval_bn,
+                              compute_dtype=cfg.dtype)
         self._algorithm = learner if learner is not None else cfg.algo
         self.learner = self.make_learner()
         self.optimizer = self.learner.outer(_outer_optimizer(cfg))
@@ -193,7 +194,8 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False, progress: 
     writer = jax.process_index() == 0
     if writer:
         _check_workdir(workdir, resume)
-    with WorkdirLock(workdir) if writer else contextlib.nullcontext() as lock:
+    with WorkdirLock(workdir) if writer else contextlib.nullcontext() as lock, \
+            jax.default_matmul_precision(cfg.matmul_precision):
         if lock is not None and lock.took_over:
             print(f"metajax: taking over {lock.path} from a run that is no longer running "
                   f"({lock.took_over})", file=sys.stderr)
@@ -470,7 +472,18 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
       A dict with ``accuracy`` (classification) or ``mse`` (regression), ``ci95`` (half-width of
       its 95% confidence interval), ``loss``, and what was evaluated.
     """
-    cfg = Config.load(workdir).replace(**{k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides.get("data_dir") is not None:
+        overrides["data_dir"] = str(Path(overrides["data_dir"]).expanduser().resolve())
+    cfg = Config.load(workdir).replace(**overrides)
+    with jax.default_matmul_precision(cfg.matmul_precision):
+        return _evaluate_run(cfg, workdir, tasks=tasks, inner_steps=inner_steps, split=split,
+                             seed=seed, batch=batch, head=head, freeze=freeze, bn_stats=bn_stats,
+                             model=model, data=data, learner=learner)
+
+
+def _evaluate_run(cfg, workdir, *, tasks, inner_steps, split, seed, batch, head, freeze,
+                  bn_stats, model, data, learner) -> dict:
     if split not in ("val", "test"):
         raise ValueError(f"unknown split {split!r}; use 'test' or 'val'")
     run = _Run(cfg, model=model, data=data, learner=learner)
