@@ -1,7 +1,6 @@
 """The feature-reuse studies on a user's own Flax module: no "body"/"head" params, no
 ``return_activations``, stock batch norm (model state in the checkpoints) and dropout."""
 import flax.linen as nn
-import jax
 import numpy as np
 import pytest
 

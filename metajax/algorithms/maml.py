@@ -49,7 +49,8 @@ def maml(model, objective: Objective, *, inner_lr: float, inner_steps: int,
 def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_of,
                            first_order: bool = False, mask=None, unroll: int | bool = True,
                            remat: bool = False, init=lambda params: params,
-                           params_of=lambda meta_params: meta_params) -> MetaLearner:
+                           params_of=lambda meta_params: meta_params,
+                           task_start=None) -> MetaLearner:
     """The MAML family: adapt all (masked) params by SGD, meta-learn through the inner loop.
 
     Args:
@@ -57,6 +58,9 @@ def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_
         meta-parameters (Meta-SGD: one rate per parameter).
       mask: a mask tree, or a function ``params -> mask`` (BOIL: the body's leaves).
       init, params_of: build meta-parameters from model params, and take them back out.
+      task_start: ``task_start(params, support, *, key, state, train) -> params``: where the
+        inner loop of one task starts, differentiably (Proto-MAML: a head from the support
+        set's prototypes); ``None``: the model params themselves.
       Others: as :func:`maml`.
     """
     model = as_model(model)
@@ -69,6 +73,9 @@ def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_
 
     def adapt_with_losses(meta, support, steps, fo, key, state, train):
         params = params_of(meta)
+        if task_start is not None:
+            start_key, key = task_keys(key)
+            params = task_start(params, support, key=start_key, state=state, train=train)
         return inner_loop(params, loss_on(state, train), support, inner_lr=lr_of(meta),
                           steps=steps, mask=mask(params) if callable(mask) else mask,
                           first_order=fo, unroll=unroll, remat=remat, key=key)

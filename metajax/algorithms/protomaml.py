@@ -13,12 +13,10 @@ model's own head params are replaced and so receive no gradient. The head must b
 """
 from __future__ import annotations
 
-import jax
-
-from metajax.algorithms.base import MetaLearner, task_keys
-from metajax.algorithms.objectives import Objective, task_metrics
+from metajax.algorithms.base import MetaLearner
+from metajax.algorithms.maml import gradient_based_learner
+from metajax.algorithms.objectives import Objective
 from metajax.algorithms.protonets import prototypes
-from metajax.core.adapt import inner_loop
 from metajax.models.functional import as_model
 
 
@@ -28,7 +26,8 @@ def protomaml(model, objective: Objective, *, inner_lr: float, inner_steps: int,
     """Proto-MAML; arguments as ``metajax.maml`` (``mask``: which params the inner loop adapts)."""
     model = as_model(model)
 
-    def prototype_head(params, xs, ys, state, key, train):
+    def prototype_head(params, support, *, key, state, train):
+        xs, ys = support
         head = model.head_params(params)
         if not (isinstance(head, dict) and set(head) == {"kernel", "bias"}):
             raise ValueError("protomaml needs a Dense head (params 'kernel' and 'bias'); this "
@@ -39,41 +38,7 @@ def protomaml(model, objective: Objective, *, inner_lr: float, inner_steps: int,
         return model.replace_head(params, {"kernel": 2 * protos.T,
                                            "bias": -(protos ** 2).sum(-1)})
 
-    def adapt_with_losses(params, support, steps, fo, key, state, train):
-        xs, ys = support
-        proto_key, inner_key = task_keys(key)
-        start = prototype_head(params, xs, ys, state, proto_key, train)
-
-        def loss(p, batch, key=None):
-            x, y = batch
-            return objective.loss(model.predict(p, x, state=state, key=key, train=train), y)
-
-        return inner_loop(start, loss, support, inner_lr=inner_lr, steps=steps, mask=mask,
-                          first_order=fo, unroll=unroll, remat=remat, key=inner_key)
-
-    def task_objective(params, task, steps, fo, key, state, train):
-        support, (xq, yq) = task
-        inner_key, query_key = task_keys(key) if train else (None, None)
-        adapted, inner_losses = adapt_with_losses(params, support, steps, fo, inner_key, state,
-                                                  train)
-        pred, new_state = model.apply(adapted, xq, state=state, key=query_key, train=train)
-        loss = objective.loss(pred, yq)
-        return loss, (task_metrics(objective, pred, yq, loss, inner_losses), new_state)
-
-    def task_grad(params, task, step=0, *, key=None, state=None):
-        del step
-        grads, (metrics, new_state) = jax.grad(task_objective, has_aux=True)(
-            params, task, inner_steps, first_order, key, state, True)
-        return grads, metrics, new_state
-
-    def adapt(params, support, steps, *, key=None, state=None):
-        del key
-        return adapt_with_losses(params, support, steps, True, None, state, False)[0]
-
-    def evaluate(params, task, steps, *, key=None, state=None):
-        del key
-        return task_objective(jax.lax.stop_gradient(params), task, steps, True, None, state,
-                              False)[1][0]
-
-    return MetaLearner(init=lambda params: params, task_grad=task_grad, adapt=adapt,
-                       evaluate=evaluate)
+    return gradient_based_learner(model, objective, inner_steps=inner_steps,
+                                  lr_of=lambda meta: inner_lr, first_order=first_order,
+                                  mask=mask, unroll=unroll, remat=remat,
+                                  task_start=prototype_head)

@@ -12,7 +12,6 @@ import functools
 import time
 
 import jax
-import numpy as np
 
 from metajax.analysis import plots
 from metajax.analysis.representations import (activations, in_call_order, layer_names,

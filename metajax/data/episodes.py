@@ -16,7 +16,7 @@ import numpy as np
 
 from metajax.data.errors import DataError
 
-__all__ = ["Episode", "check_episode_spec", "sample_episode"]
+__all__ = ["Episode", "as_count", "check_episode_spec", "sample_episode"]
 
 
 class Episode(NamedTuple):
@@ -30,7 +30,7 @@ class Episode(NamedTuple):
     query: tuple[jax.Array, jax.Array]
 
 
-def _as_count(value, flag: str) -> int:
+def as_count(value, flag: str) -> int:
     # Episode sizes set array shapes, so they must be concrete Python ints even under jit.
     if isinstance(value, bool):
         raise DataError(f"{flag} must be an integer, got {value!r}; pass e.g. {flag} 5")
@@ -59,9 +59,9 @@ def check_episode_spec(num_classes: int, examples_per_class: int, *, ways: int, 
     Raises:
       DataError: one of the conditions above fails; the message says which flag to change.
     """
-    ways = _as_count(ways, "--ways")
-    shots = _as_count(shots, "--shots")
-    queries = _as_count(queries, "--query")
+    ways = as_count(ways, "--ways")
+    shots = as_count(shots, "--shots")
+    queries = as_count(queries, "--query")
     if ways < 2:
         raise DataError(f"--ways {ways} is too small: a task needs at least 2 classes; "
                         f"use --ways >= 2")

@@ -28,14 +28,13 @@ largest class size as a static argument.
 """
 from __future__ import annotations
 
-import operator
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax.data.episodes import Episode, check_episode_spec
+from metajax.data.episodes import Episode, as_count, check_episode_spec
 from metajax.data.errors import DataError
 
 __all__ = ["UINT8_SCALE", "RaggedImages", "episode_indices", "gather_episode",
@@ -139,16 +138,7 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def _static_count(value, flag: str) -> int:
-    if isinstance(value, bool):
-        raise DataError(f"{flag} must be an integer, got {value!r}; pass e.g. {flag} 5")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise DataError(
-            f"{flag} must be a concrete integer (it fixes array shapes), got {value!r}; pass a "
-            f"Python int and mark it static (e.g. functools.partial or static_argnames) under jit"
-        ) from None
+_static_count = as_count  # episode sizes fix array shapes: concrete Python ints
 
 
 def _draw_distinct(key, count, k: int):
