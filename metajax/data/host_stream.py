@@ -121,7 +121,7 @@ def put_host_batch(data: RaggedImages, keys, *, ways: int, shots: int, queries: 
     batch = Episode((images[s_idx], s_y), (images[q_idx], q_y))
     if sharding is None:
         batch = jax.device_put(batch)
-    elif sharding.is_fully_addressable:
+    elif not isinstance(sharding, jax.sharding.Sharding) or sharding.is_fully_addressable:
         batch = jax.device_put(batch, sharding)
     else:  # several processes: each places the tasks of its own devices
         batch = jax.tree_util.tree_map(
