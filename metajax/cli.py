@@ -27,16 +27,28 @@ _OPTION_PREFIX = "option__"
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from metajax.data.names import ALGORITHM_NAMES
+    from metajax.training.config import FIELD_HELP
+
+    groups = {}
     for field in dataclasses.fields(Config):
         if field.name == "options":  # the algorithm's own flags, added once --algo is known
             continue
+        group_name, text = FIELD_HELP[field.name]
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(group_name)
         flag = "--" + field.name.replace("_", "-")
         name = field.type if isinstance(field.type, str) else field.type.__name__
+        base = name.removesuffix(" | None")
         # Optional fields ("int | None") parse as their type; None stays the unset default.
-        kind = {"int": int, "float": float, "bool": _parse_bool}.get(
-            name.removesuffix(" | None"), str)
-        parser.add_argument(flag, dest=field.name, type=kind, default=None,
-                            help=f"(default: {field.default})")
+        kind = {"int": int, "float": float, "bool": _parse_bool}.get(base, str)
+        if field.name == "algo":
+            text = f"{', '.join(ALGORITHM_NAMES)}, or package.module:factory"
+        metavar = {"bool": "true|false", "int": "N", "float": "X"}.get(base, None)
+        groups[group_name].add_argument(flag, dest=field.name, type=kind, default=None,
+                                        metavar=metavar,
+                                        help=f"{text} (default: {field.default})"
+                                        .replace("%", "%%"))
 
 
 def _add_algorithm_flags(parser: argparse.ArgumentParser, algo: str) -> None:

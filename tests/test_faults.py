@@ -282,3 +282,19 @@ def test_ctrl_c_keeps_the_newest_checkpoint_and_says_how_to_resume(tmp_path):
     assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
     assert not [p for p in workdir.rglob("*") if ".tmp" in p.name]
     restore_checkpoint(workdir, _template(workdir))
+
+
+def test_help_answers_without_jax_and_groups_every_flag():
+    out = subprocess.run([sys.executable, "-c", "import sys; from metajax.cli import main\n"
+                          "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+                          "print('jax' in sys.modules)"], capture_output=True, text=True)
+    assert out.stdout.strip().endswith("False"), out.stdout[-300:]
+    for group in ("data:", "model:", "algorithm:", "training:", "meta-RL:"):
+        assert f"\n{group}\n" in out.stdout, group
+    assert "--shard-tasks true|false" in out.stdout
+
+
+def test_the_algorithm_names_listed_without_jax_are_the_registry():
+    from metajax.algorithms import ALGORITHMS
+    from metajax.data.names import ALGORITHM_NAMES
+    assert set(ALGORITHM_NAMES) == set(ALGORITHMS)
