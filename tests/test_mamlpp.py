@@ -313,7 +313,7 @@ def test_cosine_meta_lr_anneals_to_the_minimum():
     (dict(algo="maml", options=dict(msl=True)), "--msl is not an option of --algo maml"),
     (dict(algo="anil", options=dict(bnrs=True, lslr=True)),
      "--bnrs, --lslr are not options of --algo anil (its options: none)"),
-    (dict(algo="anil", da_steps=3), "--da-steps needs an algorithm with a first-order variant"),
+    (dict(algo="protonets", da_steps=3), "--da-steps needs an algorithm with a first-order variant"),
     (dict(algo="mamlpp", meta_lr_schedule="linear"), "--meta-lr-schedule"),
 ])
 def test_incompatible_switches_are_clear_errors(changes, message):
