@@ -57,7 +57,10 @@ def _add_algorithm_flags(parser: argparse.ArgumentParser, algo: str) -> None:
     from metajax.algorithms.registry import get_factory
 
     group = parser.add_argument_group(f"options of --algo {algo}")
+    taken = {flag for action in parser._actions for flag in action.option_strings}
     for name, default in declared_options(get_factory(algo)).items():
+        if "--" + name.replace("_", "-") in taken:
+            continue  # a run setting of the same name; the factory's check reports a misfit
         kind = {bool: _parse_bool, int: int, float: float}.get(type(default), str)
         group.add_argument("--" + name.replace("_", "-"), dest=_OPTION_PREFIX + name, type=kind,
                            metavar=type(default).__name__.upper(),

@@ -324,7 +324,7 @@ def test_incompatible_switches_are_clear_errors(changes, message):
 def test_batch_norm_parts_on_a_model_without_batch_norm_is_a_clear_error():
     model = build_model("mlp", 1, hidden=8)
     params = init_params(model, jax.random.PRNGKey(0), jnp.zeros((4, 1)))
-    with pytest.raises(ValueError, match="need a model with batch norm"):
+    with pytest.raises(ValueError, match="need metajax.s batch norm"):
         mamlpp(model, regression(), inner_lr=0.1, inner_steps=1, bnrs=True).init(params)
 
 
