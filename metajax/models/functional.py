@@ -110,7 +110,7 @@ class FunctionalModel:
 
         ``state`` holds every collection but ``params`` (e.g. ``{"batch_stats": ...}``).
         """
-        variables = _jit_init(self.module, key, x)
+        variables = init_variables(self.module, key, x)
         self._resolve(variables["params"], x)
         state = {k: v for k, v in variables.items() if k != "params" and k not in _SOWN}
         return variables["params"], state
@@ -370,7 +370,7 @@ def _shape_state(module, x):
 
 # One compiled init per (module, input shape): run eagerly, Flax's init dispatches (and
 # compiles) a hundred small ops.
-_jit_init = jax.jit(_init_variables, static_argnums=0)
+init_variables = jax.jit(_init_variables, static_argnums=0)
 
 
 def as_model(model, *, head: HeadSpec = None, eval_bn: str | None = None,

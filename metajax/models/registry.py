@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 
 from metajax.models.conv4 import Conv4
+from metajax.models.functional import init_variables
 from metajax.models.mlp import MLP
 from metajax.plugins import is_import_path, load_object
 from metajax.models.resnet12 import ResNet12, resnet12_widths
@@ -56,10 +57,6 @@ def build_model(name: str, num_outputs: int, *, hidden: int | None = None,
 
 
 def init_params(model: nn.Module, key, sample_input):
-    """Returns the params pytree ``{"body": ..., "head": ...}`` of ``model`` for inputs like ``sample_input``."""
-    return _init(model, key, sample_input)["params"]
-
-
-# One compiled call per (model, input shape), reused by later runs in the process: run eagerly,
-# Flax's init dispatches (and compiles) a hundred small ops, the forward pass's among them.
-_init = jax.jit(lambda model, key, x: model.init(key, x), static_argnums=0)
+    """Returns the params pytree of ``model`` for inputs like ``sample_input`` (the params part of
+    ``metajax.as_model(model).init``, through the same compiled init)."""
+    return init_variables(model, key, sample_input)["params"]
