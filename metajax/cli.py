@@ -18,6 +18,7 @@ import threading
 from metajax.analysis.cli import COMMANDS as ANALYSIS_COMMANDS
 from metajax.analysis.cli import add_analysis_commands, run_analysis_command
 from metajax.cli_data import add_benchmark_flags, add_data_command, run_benchmark, run_data_command
+from metajax.cli_plot import add_plot_command, run_plot_command
 from metajax.configs import CONFIGS, get_named_config
 from metajax.training.config import Config
 
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "statistics (default) or with the query batch's own (transductive)")
     add_benchmark_flags(ev)
     add_data_command(sub)
+    add_plot_command(sub)
     add_analysis_commands(sub)
     parser.set_defaults(_train_parser=train)
     return parser
@@ -314,6 +316,8 @@ def main(argv=None) -> int:
                                                         seed=args.seed))))
         elif args.command == "data":
             print(json.dumps(run_data_command(args), indent=2))
+        elif args.command == "plot":
+            print(json.dumps(run_plot_command(args), indent=2))
         elif args.command == "eval" and args.benchmark:
             print(json.dumps(_json_safe(run_benchmark(args))))
         elif args.command == "eval":

@@ -63,6 +63,7 @@ class Config:
     eval_batch: int = 50            # tasks evaluated per compiled call
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    tensorboard: bool = False       # also write metrics.csv's rows as TensorBoard event files
     # Meta-RL (metajax.rl): set env to train a policy instead of a few-shot model.
     env: str | None = None          # nav2d | halfcheetah-dir | halfcheetah-vel
     physics: str = "c"              # HalfCheetah engine: c (MuJoCo via pure_callback) | mjx
@@ -260,6 +261,8 @@ FIELD_HELP = {
     "eval_batch": ("training", 'tasks evaluated per compiled call'),
     "checkpoint_every": ("training", 'steps between checkpoints'),
     "keep_checkpoints": ("training", 'newest checkpoints kept'),
+    "tensorboard": ("training", "also write metrics.csv's rows as TensorBoard event files in "
+                                "WORKDIR/tensorboard/ (pip install 'metajax[tensorboard]')"),
     "env": ("meta-RL", 'nav2d | halfcheetah-dir | halfcheetah-vel'),
     "physics": ("meta-RL", 'HalfCheetah engine: c (MuJoCo via pure_callback) | mjx'),
     "trajectories": ("meta-RL", 'trajectories per task, before and after adaptation'),

@@ -283,7 +283,8 @@ class _Trainer:
     def __init__(self, cfg, run, workdir, state, start, *, progress, writer):
         self.cfg, self.run, self.workdir = cfg, run, workdir
         self.start, self.writer = start, writer
-        self.log = MetricsLog(workdir, resume_step=start if start else None) if writer else None
+        self.log = (MetricsLog(workdir, resume_step=start if start else None,
+                               tensorboard=cfg.tensorboard) if writer else None)
         if writer:
             cfg.save(workdir)
         mesh = _training_mesh(cfg)
