@@ -238,7 +238,8 @@ def _train_config(args) -> Config:
             if history.diverged(args.workdir):
                 allowed |= {k for k in ("meta_lr", "inner_lr")
                             if k in overrides and 0 < overrides[k] < getattr(saved, k)}
-            changed = {k for k, v in overrides.items() if getattr(saved, k) != v} - allowed
+            changed = {f"--{k.replace('_', '-')}" for k, v in overrides.items()
+                       if getattr(saved, k) != v and k not in allowed}
             changed |= {f"--{k.replace('_', '-')}" for k, v in options.items()
                         if saved.options.get(k) != v}
             if changed:

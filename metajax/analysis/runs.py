@@ -11,7 +11,7 @@ from flax import serialization
 from metajax.data.host_stream import host_batch
 from metajax.training import checkpoint
 from metajax.training.config import Config
-from metajax.training.loop import _TEST_STREAM, _Run
+from metajax.training.loop import _TEST_STREAM, _Run, refuse_seeds_dir
 
 
 class TrainedRun:
@@ -51,6 +51,7 @@ class TrainedRun:
         self.workdir = Path(workdir)
         overrides = {k: v for k, v in (("query", query), ("data_dir", data_dir)) if v is not None}
         self.cfg = Config.load(self.workdir).replace(**overrides)
+        refuse_seeds_dir(self.cfg, self.workdir)
         found = checkpoint.list_checkpoints(self.workdir)
         if not found:
             raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(self.workdir)}; "

@@ -132,10 +132,11 @@ def save_checkpoint(workdir, state, step: int, *, keep: int = 2, config_json: st
     return commit_checkpoint(workdir, tmp, step, keep=keep, config_json=config_json)
 
 
-def commit_checkpoint(workdir, tmp: Path, step: int, *, keep: int = 2,
+def commit_checkpoint(workdir, tmp: Path, step: int, *, keep: int | None = 2,
                       config_json: str | None = None) -> Path:
     """Renames a checkpoint written with ``commit=False`` into place, records the configuration,
-    and deletes all but the newest ``keep`` checkpoints."""
+    and deletes all but the newest ``keep`` checkpoints (``None``: deletes none; several seeds
+    prune with :func:`prune_checkpoints` once every seed's checkpoint is in place)."""
     directory = checkpoint_dir(workdir)
     path = directory / checkpoint_name(step)
     try:
@@ -145,9 +146,15 @@ def commit_checkpoint(workdir, tmp: Path, step: int, *, keep: int = 2,
     _fsync_dir(directory)
     if config_json is not None:
         write_atomically(directory / CONFIG_SNAPSHOT, config_json.encode())
+    if keep is not None:
+        prune_checkpoints(workdir, keep)
+    return path
+
+
+def prune_checkpoints(workdir, keep: int) -> None:
+    """Deletes all but the newest ``keep`` checkpoints of ``workdir``."""
     for _, old in list_checkpoints(workdir)[:-keep]:
         old.unlink(missing_ok=True)
-    return path
 
 
 def discard_checkpoint(tmp: Path) -> None:

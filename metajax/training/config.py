@@ -53,6 +53,8 @@ class Config:
     da_steps: int = 0               # derivative-order annealing: first order for this many steps
     steps: int = 20000
     seed: int = 0
+    seeds: str | None = None        # "0,1,2": independent runs of these seeds, trained as one program
+    seed_chunk: int | None = None   # seeds vmapped at a time (0: all); None: 1 on CPU, all elsewhere
     shard_tasks: bool = True        # split the task batch over all devices when there are several
     task_chunk: int | None = None   # tasks vmapped at a time (0: all); None: 1 on CPU, all elsewhere
     unroll: bool = True             # unroll the inner-loop scan (fast on CPU, slower to compile)
@@ -66,7 +68,7 @@ class Config:
     tensorboard: bool = False       # also write metrics.csv's rows as TensorBoard event files
     # Meta-RL (metajax.rl): set env to train a policy instead of a few-shot model.
     env: str | None = None          # nav2d | halfcheetah-dir | halfcheetah-vel
-    physics: str = "c"              # HalfCheetah engine: c (MuJoCo via pure_callback) | mjx
+    physics: str = "auto"           # HalfCheetah engine: auto (mjx on accelerators, else c) | c | mjx
     trajectories: int = 20          # trajectories per task, before and after adaptation
     horizon: int = 100
     gamma: float = 0.99
@@ -76,6 +78,10 @@ class Config:
     cg_damping: float = 1e-5
     ls_steps: int = 15
     ls_ratio: float = 0.8
+
+    def __post_init__(self):
+        if isinstance(self.seeds, (list, tuple)):  # seeds=(0, 1, 2) from Python: stored as "0,1,2"
+            object.__setattr__(self, "seeds", ",".join(str(int(s)) for s in self.seeds))
 
     def replace(self, **changes) -> "Config":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -106,6 +112,11 @@ class Config:
                             f"of: {', '.join(META_LR_SCHEDULES)}")
         if self.da_steps < 0:
             problems.append(f"--da-steps must be >= 0, got {self.da_steps}")
+        if self.seed_chunk is not None and self.seed_chunk < 0:
+            problems.append(f"--seed-chunk must be >= 0 (0: every seed at once), got "
+                            f"{self.seed_chunk}")
+        if self.seeds is not None:
+            problems += _seeds_problems(self.seeds, rl=self.env is not None)
         if self.task_chunk is not None and self.task_chunk < 0:
             problems.append(f"--task-chunk must be >= 0 (0: the whole meta-batch at once), got "
                             f"{self.task_chunk}")
@@ -158,6 +169,16 @@ class Config:
         """Keyword arguments of the algorithm's factory beyond the common ones."""
         return {**self.options, **({"remat": True} if self.remat else {})}
 
+    def seed_list(self) -> tuple[int, ...] | None:
+        """The seeds of a several-seed run (``--seeds 0,1,2``), or ``None`` for one seed."""
+        if self.seeds is None:
+            return None
+        return tuple(int(part) for part in str(self.seeds).split(","))
+
+    def for_seed(self, seed: int) -> "Config":
+        """The configuration of one seed of a several-seed run: the single-seed run it equals."""
+        return self.replace(seed=seed, seeds=None, seed_chunk=None)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
@@ -204,6 +225,23 @@ class Config:
             return self.validate()
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+
+
+def _seeds_problems(seeds: str, *, rl: bool) -> list[str]:
+    """What is wrong with a ``--seeds`` value (``[]`` if nothing)."""
+    try:
+        values = [int(part) for part in str(seeds).split(",")]
+    except ValueError:
+        return [f"--seeds {seeds!r}: expected comma-separated integers, e.g. --seeds 0,1,2"]
+    problems = []
+    if any(v < 0 for v in values):
+        problems.append(f"--seeds {seeds}: seeds must be >= 0")
+    if len(set(values)) != len(values):
+        problems.append(f"--seeds {seeds}: each seed once (a repeated seed repeats its run)")
+    if rl:
+        problems.append("--seeds trains few-shot runs; meta-RL (--env) trains one seed per run: "
+                        "start one run per --seed")
+    return problems
 
 
 def _type_problem(name: str, value, hint) -> str | None:
@@ -253,6 +291,9 @@ FIELD_HELP = {
     "min_meta_lr": ("training", "the cosine schedule's final rate"),
     "steps": ("training", 'meta-steps to train (a resumed run may raise it)'),
     "seed": ("training", 'initialisation, task stream and dropout keys'),
+    "seeds": ("training", 'e.g. 0,1,2: train these seeds as one program, each in WORKDIR/seed_S '
+                          '(each equal to its own --seed run); eval reports mean +- sd'),
+    "seed_chunk": ("training", 'seeds vmapped at a time (0: all); None: 1 on CPU, all elsewhere'),
     "shard_tasks": ("training", 'split the task batch over all devices when there are several'),
     "task_chunk": ("training", 'tasks vmapped at a time (0: all); None: 1 on CPU, all elsewhere'),
     "log_every": ("training", 'steps between logged training metrics'),
@@ -264,7 +305,8 @@ FIELD_HELP = {
     "tensorboard": ("training", "also write metrics.csv's rows as TensorBoard event files in "
                                 "WORKDIR/tensorboard/ (pip install 'metajax[tensorboard]')"),
     "env": ("meta-RL", 'nav2d | halfcheetah-dir | halfcheetah-vel'),
-    "physics": ("meta-RL", 'HalfCheetah engine: c (MuJoCo via pure_callback) | mjx'),
+    "physics": ("meta-RL", 'HalfCheetah engine: auto (mjx on GPUs/TPUs, c on CPUs) | c (MuJoCo '
+                           'via pure_callback) | mjx (MuJoCo XLA)'),
     "trajectories": ("meta-RL", 'trajectories per task, before and after adaptation'),
     "horizon": ("meta-RL", 'time steps per trajectory'),
     "gamma": ("meta-RL", 'discount'),

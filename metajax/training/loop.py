@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import sys
@@ -26,10 +27,11 @@ from metajax.training.config import Config
 from metajax.training.metrics_log import MetricsLog
 from metajax.training.sharding import TASK_AXIS, put_tasks, replicate, task_mesh
 from metajax.training.state import TrainState, create_train_state
-from metajax.training.steps import make_eval_step, make_meta_step, step_sample_keys
+from metajax.training.steps import (make_eval_step, make_meta_step, stack_states,
+                                    step_sample_keys, unstack_state)
 from metajax.training.tasks import make_task_source
 from metajax.training.workdir import (WorkdirError, WorkdirLock, check_contents, os_error_message,
-                                      remove_debris)
+                                      remove_debris, seed_dir)
 
 # Fixed streams of evaluation tasks, so every run and checkpoint is scored on the same tasks.
 _VAL_STREAM, _TEST_STREAM = 1, 2
@@ -77,13 +79,16 @@ class _Run:
                               inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
                               unroll=cfg.unroll, **{**cfg.algorithm_options(), **changes})
 
-    def initial_state(self) -> TrainState:
-        init_key, train_key = jax.random.split(jax.random.PRNGKey(self.cfg.seed))
+    def initial_state(self, seed: int | None = None) -> TrainState:
+        """The state before training, for ``seed`` (default: the config's)."""
+        seed = self.cfg.seed if seed is None else seed
+        init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
         params, model_state = self.model.init(init_key, self.source.sample_input)
         return create_train_state(self.learner, self.optimizer, params, train_key, model_state)
 
     def restore(self, workdir) -> tuple[TrainState, int]:
         """The newest checkpoint of ``workdir`` and its step; FileNotFoundError if it has none."""
+        refuse_seeds_dir(self.cfg, workdir)
         state, step = checkpoint.restore_checkpoint(workdir, self.initial_state())
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}; "
@@ -175,6 +180,13 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False, progress: 
     Several processes (``jax.distributed``): every process calls this; the task batch is split
     over all devices of all processes, and process 0 alone writes files and prints.
 
+    Several seeds (``cfg.seeds``, e.g. ``(0, 1, 2)``): the runs of those seeds are trained as
+    one program, their states stacked on a leading seed axis (``cfg.seed_chunk`` sets how that
+    axis is mapped), sharing the data and each drawing its own tasks. Each seed writes a complete
+    run directory, ``workdir/seed_<s>`` (config, metrics, checkpoints), which ``evaluate_run`` and
+    the analyses read like any run; ``evaluate_run(workdir)`` reports each seed and the mean and
+    sd over seeds. The state returned then has the seed axis.
+
     Raises:
       NonFiniteLossError: a training or validation metric became NaN/inf. The newest checkpoint
         whose next step was finite is kept.
@@ -192,27 +204,76 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False, progress: 
     cfg.validate()
     _training_mesh(cfg)  # a batch that cannot be split is refused before anything is written
     writer = jax.process_index() == 0
+    seeds = cfg.seed_list()
+    members = ([(cfg, workdir)] if seeds is None
+               else [(cfg.for_seed(s), seed_dir(workdir, s)) for s in seeds])
     if writer:
         _check_workdir(workdir, resume)
+        if seeds is not None:
+            for member_cfg, member_dir in members:
+                _check_workdir(member_dir, resume)
     with WorkdirLock(workdir) if writer else contextlib.nullcontext() as lock, \
             jax.default_matmul_precision(cfg.matmul_precision):
         if lock is not None and lock.took_over:
             print(f"metajax: taking over {lock.path} from a run that is no longer running "
                   f"({lock.took_over})", file=sys.stderr)
         if writer:
-            remove_debris(workdir)
+            for member_dir in {workdir, *(d for _, d in members)}:
+                remove_debris(member_dir)
         run = _Run(cfg, model=model, data=data, learner=learner)
+        if seeds is not None and run.source.placement == "host":
+            raise ValueError("--seeds draws every seed's tasks on the device, but this run's "
+                             "data is placed on the host (--data-on host, or too large for the "
+                             "device); use --data-on device, or train one --seed per run")
         if resume:
-            changes = _check_resumed_config(workdir, cfg)
-            state, start = checkpoint.restore_for_resume(workdir, run.initial_state())
+            changes = {}
+            for member_cfg, member_dir in members:
+                changes = _check_resumed_config(member_dir, member_cfg) or changes
+            state, start = _restore_for_resume(run, members, stacked=seeds is not None)
             if changes and writer:
-                history.record(workdir, {"event": "resumed", "step": start, "changes": changes})
-                checkpoint.write_config_snapshot(workdir, cfg.to_json())
-        else:
+                for member_cfg, member_dir in members:
+                    history.record(member_dir, {"event": "resumed", "step": start,
+                                                "changes": changes})
+                    checkpoint.write_config_snapshot(member_dir, member_cfg.to_json())
+        elif seeds is None:
             state, start = run.initial_state(), 0
+        else:
+            state, start = stack_states([run.initial_state(c.seed) for c, _ in members]), 0
         trainer = _Trainer(cfg, run, workdir, state, start, progress=progress and writer,
-                           writer=writer)
+                           writer=writer, members=members if seeds is not None else None)
         return trainer.train()
+
+
+def _restore_for_resume(run, members, *, stacked: bool):
+    """The state to resume from and its step: the newest checkpoint, or for several seeds the
+    newest step every seed has committed (a kill between two seeds' commits leaves the seeds
+    one checkpoint apart; the later one is written again)."""
+    if not stacked:
+        (_, workdir), = members
+        return checkpoint.restore_for_resume(workdir, run.initial_state())
+    held = {member_dir: [s for s, _ in checkpoint.list_checkpoints(member_dir)]
+            for _, member_dir in members}
+    common = set.intersection(*(set(steps) for steps in held.values()))
+    if not common:
+        listing = "; ".join(f"{d.name}: {', '.join(map(str, steps)) or 'none'}"
+                            for d, steps in held.items())
+        raise CheckpointError(f"nothing to resume: the seeds hold no checkpoint of a common step "
+                              f"({listing}); start the run without --resume in a new --workdir")
+    step = max(common)
+    states = [checkpoint.restore_checkpoint(member_dir, run.initial_state(member_cfg.seed),
+                                            step=step)[0]
+              for member_cfg, member_dir in members]
+    return stack_states(states), step
+
+
+def refuse_seeds_dir(cfg: Config, workdir) -> None:
+    """A several-seed run's top folder holds no checkpoint of its own: name the seeds' folders."""
+    seeds = cfg.seed_list()
+    if seeds is not None:
+        raise FileNotFoundError(
+            f"{workdir} holds a run of seeds {cfg.seeds}, one folder per seed: give one seed's "
+            f"folder (e.g. {seed_dir(workdir, seeds[0])}); `metajax eval {workdir}` scores "
+            "every seed")
 
 
 def _training_mesh(cfg: Config):
@@ -280,13 +341,22 @@ class _Trainer:
     is never a state whose next step diverges.
     """
 
-    def __init__(self, cfg, run, workdir, state, start, *, progress, writer):
+    def __init__(self, cfg, run, workdir, state, start, *, progress, writer, members=None):
         self.cfg, self.run, self.workdir = cfg, run, workdir
         self.start, self.writer = start, writer
-        self.log = (MetricsLog(workdir, resume_step=start if start else None,
-                               tensorboard=cfg.tensorboard) if writer else None)
+        # One member per seed; their states are stacked on a leading axis when there are seeds.
+        self.stacked = members is not None
+        self.members = [
+            _Member(member_cfg, Path(member_dir),
+                    MetricsLog(member_dir, resume_step=start if start else None,
+                               tensorboard=cfg.tensorboard) if writer else None,
+                    jax.random.fold_in(jax.random.PRNGKey(member_cfg.seed), _VAL_STREAM))
+            for member_cfg, member_dir in (members or [(cfg, workdir)])]
         if writer:
             cfg.save(workdir)
+            if self.stacked:
+                for member in self.members:
+                    member.cfg.save(member.workdir)
         mesh = _training_mesh(cfg)
         self.mesh = run.mesh = mesh
         host = run.source.placement == "host"
@@ -296,15 +366,16 @@ class _Trainer:
             if not host:  # placed once, so no step copies the split between devices
                 self.train_data = replicate(self.train_data, mesh)
         self.state = state
+        seeds = dict(seeds=self.stacked, seed_chunk=cfg.seed_chunk)
         self.meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample,
                                         cfg.meta_batch, mesh=mesh, task_chunk=cfg.task_chunk,
-                                        presampled=host)
+                                        presampled=host, **seeds)
         # Derivative-order annealing: a second compiled step, first order, for the first
         # da_steps steps; switching between two compiled functions retraces nothing.
         self.first_order_step = (
             make_meta_step(run.make_learner(first_order=True), run.optimizer, run.source.sample,
                            cfg.meta_batch, mesh=mesh, task_chunk=cfg.task_chunk,
-                           presampled=host)
+                           presampled=host, **seeds)
             if cfg.da_steps > start else None)
         self.stream = None
         if host:
@@ -314,10 +385,9 @@ class _Trainer:
                 self.train_data, ways=cfg.ways, shots=cfg.shots, queries=cfg.query,
                 keys_for_step=_KeyChain(state.rng, cfg.meta_batch), start_step=start,
                 sharding=sharding)
-        self.val_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), _VAL_STREAM)
         self.last_saved = start or None
         self.pending = []          # (step, metrics on the device) not yet checked
-        self.uncommitted = None    # (step, path) of a checkpoint waiting for its next step
+        self.uncommitted = None    # (step, [path per seed]) of a checkpoint awaiting its next step
         self.bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=cfg.algo,
                         dynamic_ncols=True)
 
@@ -337,6 +407,9 @@ class _Trainer:
             self._discard_uncommitted()
             if self.stream is not None:
                 self.stream.close()
+            for member in self.members:
+                if member.log is not None:
+                    member.log.close()
             self.bar.close()
 
     def _step(self, step: int) -> None:
@@ -366,9 +439,12 @@ class _Trainer:
         if log_now and self.writer:
             # Training time per step since the last log; validation and checkpoints excluded.
             seconds = (time.perf_counter() - self.tic) / (step - self.window_start)
-            self.log.write(step, {**{f"train/{k}": v for k, v in latest.items()},
-                                  "time/step_s": seconds})
-            self.bar.set_postfix({k.split("/")[-1]: f"{float(v):.3f}" for k, v in latest.items()
+            for i, member in enumerate(self.members):
+                member.log.write(step, {**{f"train/{k}": self._of(v, i) for k, v in latest.items()},
+                                        "time/step_s": seconds})
+            # (the mean over seeds, when there are several)
+            self.bar.set_postfix({k.split("/")[-1]: f"{float(np.mean(v)):.3f}"
+                                  for k, v in latest.items()
                                   if k.startswith("outer/") and not k.endswith("norm")})
         if eval_now:
             self._validate(step)
@@ -377,64 +453,102 @@ class _Trainer:
         if log_now:
             self.tic, self.window_start = time.perf_counter(), step
 
+    def _of(self, value, index: int):
+        """Seed ``index``'s part of a state on the devices or of metrics fetched to the host
+        (the value itself with one seed)."""
+        if not self.stacked:
+            return value
+        if isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values()):
+            return {k: v[index] for k, v in value.items()}
+        if isinstance(value, np.ndarray):
+            return value[index]
+        return unstack_state(value, index)
+
     def _check_pending(self) -> dict:
         """The newest step's metrics; raises at the first non-finite metric since the last check."""
         fetched = jax.device_get([m for _, m in self.pending])
         for (step, _), metrics in zip(self.pending, fetched):
             for name, value in metrics.items():
-                if not np.all(np.isfinite(value)):
-                    self._diverged(f"train/{name}", float(np.asarray(value).ravel()[0]), step)
+                for i, member in enumerate(self.members):
+                    own = np.asarray(self._of(value, i))
+                    if not np.all(np.isfinite(own)):
+                        self._diverged(f"train/{name}", float(own.ravel()[0]), step, member)
         self.pending = []
         return fetched[-1]
 
     def _validate(self, step: int) -> None:
         cfg = self.cfg
         self.bar.set_description(f"{cfg.algo} (validating)")
-        val = self.run.evaluate(self.state.params, "val", cfg.eval_tasks, cfg.eval_inner_steps,
-                                self.val_key, model_state=self.state.model_state)
+        results = [self.run.evaluate(self._of(self.state.params, i), "val", cfg.eval_tasks,
+                                     cfg.eval_inner_steps, member.val_key,
+                                     model_state=self._of(self.state.model_state, i))
+                   for i, member in enumerate(self.members)]
         self.bar.set_description(cfg.algo)
-        means = {k: v for k, v in val.items() if not k.endswith("_ci95")}
-        for name, value in means.items():
-            if not math.isfinite(value):
-                self._diverged(f"val/{name}", value, step)
-        if self.writer:
-            self.log.write(step, {f"val/{k}": v for k, v in means.items()})
-            self.bar.write(f"step {step}: " + ", ".join(f"val/{k}={v:.4f}"
-                                                       for k, v in means.items()))
+        for member, val in zip(self.members, results):
+            means = {k: v for k, v in val.items() if not k.endswith("_ci95")}
+            for name, value in means.items():
+                if not math.isfinite(value):
+                    self._diverged(f"val/{name}", value, step, member)
+            if self.writer:
+                member.log.write(step, {f"val/{k}": v for k, v in means.items()})
+                seed = f" (seed {member.cfg.seed})" if self.stacked else ""
+                self.bar.write(f"step {step}{seed}: " + ", ".join(f"val/{k}={v:.4f}"
+                                                                  for k, v in means.items()))
 
     def _save(self, step: int, *, commit: bool) -> None:
-        path = checkpoint.save_checkpoint(
-            self.workdir, self.state, step, keep=self.cfg.keep_checkpoints,
-            config_json=self.cfg.to_json(), write=self.writer, commit=commit)
+        # Several seeds: no checkpoint is pruned until every seed's is in place, so a kill
+        # between two seeds' commits leaves a step that all seeds hold.
+        keep = None if self.stacked else self.cfg.keep_checkpoints
+        paths = [checkpoint.save_checkpoint(
+                     member.workdir, self._of(self.state, i), step, keep=keep,
+                     config_json=member.cfg.to_json(), write=self.writer, commit=commit)
+                 for i, member in enumerate(self.members)]
         if commit:
+            self._prune()
             self.last_saved = step
         else:
-            self.uncommitted = (step, path)
+            self.uncommitted = (step, paths)
 
     def _commit(self) -> None:
-        step, path = self.uncommitted
+        step, paths = self.uncommitted
         if self.writer:
-            checkpoint.commit_checkpoint(self.workdir, path, step, keep=self.cfg.keep_checkpoints,
-                                         config_json=self.cfg.to_json())
+            keep = None if self.stacked else self.cfg.keep_checkpoints
+            for member, path in zip(self.members, paths):
+                checkpoint.commit_checkpoint(member.workdir, path, step, keep=keep,
+                                             config_json=member.cfg.to_json())
+            self._prune()
         self.uncommitted = None
         self.last_saved = step
 
+    def _prune(self) -> None:
+        if self.stacked and self.writer:
+            for member in self.members:
+                checkpoint.prune_checkpoints(member.workdir, self.cfg.keep_checkpoints)
+
     def _discard_uncommitted(self) -> None:
         if self.uncommitted is not None and self.writer:
-            checkpoint.discard_checkpoint(self.uncommitted[1])
+            for path in self.uncommitted[1]:
+                checkpoint.discard_checkpoint(path)
         self.uncommitted = None
 
     def _kept(self) -> str:
         if self.last_saved is None:
             return "no checkpoint was kept"
-        return (f"the newest checkpoint (step {self.last_saved}) is kept in "
-                f"{checkpoint.checkpoint_dir(self.workdir)}")
+        where = (f"each seed's folder ({', '.join(m.workdir.name for m in self.members)})"
+                 if self.stacked else checkpoint.checkpoint_dir(self.workdir))
+        return f"the newest checkpoint (step {self.last_saved}) is kept in {where}"
 
-    def _diverged(self, metric: str, value: float, step: int) -> None:
+    def _diverged(self, metric: str, value: float, step: int, member) -> None:
         self._discard_uncommitted()
+        event = {"event": "diverged", "step": step, "metric": metric, "value": repr(value),
+                 "kept": self.last_saved}
+        if self.stacked:
+            event["seed"] = member.cfg.seed
+            metric = f"{metric} of seed {member.cfg.seed}"
         if self.writer:
-            history.record(self.workdir, {"event": "diverged", "step": step, "metric": metric,
-                                          "value": repr(value), "kept": self.last_saved})
+            # Every seed's folder records it: the rates may be lowered on resume for all of them.
+            for folder in {self.workdir, *(m.workdir for m in self.members)}:
+                history.record(folder, event)
         cfg = self.cfg
         lower = f"--meta-lr {cfg.meta_lr / 10:g} (or --inner-lr {cfg.inner_lr / 10:g})"
         if self.last_saved is None:
@@ -471,23 +585,48 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
 
     Returns:
       A dict with ``accuracy`` (classification) or ``mse`` (regression), ``ci95`` (half-width of
-      its 95% confidence interval), ``loss``, and what was evaluated.
+      its 95% confidence interval), ``loss``, and what was evaluated. For a run of several seeds
+      (``train_and_evaluate`` with ``cfg.seeds``): the mean over seeds of ``accuracy``/``mse`` and
+      ``loss``, their sample standard deviation over seeds (``accuracy_sd``, ...), and each seed's
+      own result under ``per_seed``; every seed is scored on the same test tasks.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides.get("data_dir") is not None:
         overrides["data_dir"] = str(Path(overrides["data_dir"]).expanduser().resolve())
     cfg = Config.load(workdir).replace(**overrides)
+    options = dict(tasks=tasks, inner_steps=inner_steps, split=split, seed=seed, batch=batch,
+                   head=head, freeze=freeze, bn_stats=bn_stats)
+    objects = dict(model=model, data=data, learner=learner)
+    seeds = cfg.seed_list()
     with jax.default_matmul_precision(cfg.matmul_precision):
-        return _evaluate_run(cfg, workdir, tasks=tasks, inner_steps=inner_steps, split=split,
-                             seed=seed, batch=batch, head=head, freeze=freeze, bn_stats=bn_stats,
-                             model=model, data=data, learner=learner)
+        if seeds is None:
+            return _evaluate_run(cfg, workdir, _Run(cfg, **objects), **options)
+        run = _Run(cfg.for_seed(seeds[0]), **objects)  # one model, data and compiled evaluation
+        results = [_evaluate_run(cfg.for_seed(s), seed_dir(workdir, s), run, **options)
+                   for s in seeds]
+    return _over_seeds(seeds, results)
 
 
-def _evaluate_run(cfg, workdir, *, tasks, inner_steps, split, seed, batch, head, freeze,
-                  bn_stats, model, data, learner) -> dict:
+def _over_seeds(seeds, results: list[dict]) -> dict:
+    """Several seeds' evaluations as one: mean and sample sd over seeds of each score."""
+    first = results[0]
+    summary = {k: v for k, v in first.items()
+               if k not in ("accuracy", "mse", "ci95", "loss", "loss_ci95", "checkpoint_step")}
+    for name in ("accuracy", "mse", "loss"):
+        if name in first:
+            values = np.array([r[name] for r in results], dtype=np.float64)
+            summary[name] = float(values.mean())
+            summary[name + "_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    summary["seeds"] = list(seeds)
+    summary["checkpoint_steps"] = [r["checkpoint_step"] for r in results]
+    summary["per_seed"] = {str(s): r for s, r in zip(seeds, results)}
+    return summary
+
+
+def _evaluate_run(cfg, workdir, run, *, tasks, inner_steps, split, seed, batch, head, freeze,
+                  bn_stats) -> dict:
     if split not in ("val", "test"):
         raise ValueError(f"unknown split {split!r}; use 'test' or 'val'")
-    run = _Run(cfg, model=model, data=data, learner=learner)
     state, step = run.restore(workdir)
     steps = cfg.eval_inner_steps if inner_steps is None else inner_steps
     learner, changes, eval_model = run.learner, {}, None
@@ -531,6 +670,16 @@ def _evaluate_run(cfg, workdir, *, tasks, inner_steps, split, seed, batch, head,
         result.update(ways=cfg.ways, shots=cfg.shots)
     return result
 
+
+
+@dataclasses.dataclass
+class _Member:
+    """One seed's run inside a trainer: its config, run directory, metrics log, validation key."""
+
+    cfg: Config
+    workdir: Path
+    log: MetricsLog | None
+    val_key: jax.Array
 
 
 def _outer_optimizer(cfg: Config) -> optax.GradientTransformation:

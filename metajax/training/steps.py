@@ -87,7 +87,8 @@ def batch_task_grads(learner, params, tasks, step=0, *, keys=None, model_state=N
 
 def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, meta_batch: int,
                    *, jit: bool = True, mesh=None, task_chunk: int | None = None,
-                   presampled: bool = False):
+                   presampled: bool = False, seeds: bool = False,
+                   seed_chunk: int | None = None):
     """Builds ``meta_step(state, data) -> (state, metrics)``.
 
     One outer update: draw ``meta_batch`` tasks from ``data`` with a fresh key, average the tasks'
@@ -99,6 +100,14 @@ def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, met
 
     Keys: the state's key splits into the next state's key, the key the tasks are drawn from
     and the key of the tasks' randomness (dropout), one per task.
+
+    With ``seeds``, the state holds independent runs stacked on a leading seed axis (see
+    :func:`stack_states`) that share ``data``; each is stepped as on its own, and the metrics get
+    the seed axis too. ``seed_chunk`` maps the seed axis like ``task_chunk`` maps tasks (0: vmap
+    every seed; ``k >= 1``: ``lax.map`` over chunks of ``k``; None: the backend's default). With
+    ``seed_chunk=1`` each seed's numbers are bit for bit those of its own single-seed step; a
+    vmap batches each seed's convolutions and matmuls into one, whose float sums XLA may order
+    differently (differences of float rounding, compounded by training).
     """
     if mesh is not None:
         check_divisible(meta_batch, mesh)
@@ -122,7 +131,28 @@ def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, met
                                   model_state=model_state)
         return new_state, metrics
 
+    if seeds:
+        one_seed = meta_step
+
+        def meta_step(state, data):
+            return map_tasks(lambda s: one_seed(s, data), state, chunk=seed_chunk)
+
     return jax.jit(meta_step, donate_argnums=0) if jit else meta_step
+
+
+def stack_states(states):
+    """Independent train states (one per seed) as one state with a leading seed axis."""
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def unstack_state(state, index: int):
+    """Seed ``index``'s state of a stacked state (see :func:`stack_states`).
+
+    Compiled with the index as a constant, so a state replicated over a mesh is sliced where it
+    lies (indexing it eagerly would first copy the index to every device).
+    """
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], state)
 
 
 def step_sample_keys(rng, meta_batch: int):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ LOCK_NAME = ".lock"
 OWN_NAMES = {"config.json", "metrics.csv", "checkpoints", LOCK_NAME, "tensorboard", "plots",
              "learning_rates.json", "learning_rates.png", "history.json"}
 _DEBRIS_MARKERS = (".tmp-", ".tmp")
+_SEED_DIR = re.compile(r"^seed_\d+$")  # one seed's run directory in a several-seed run
 
 
 class WorkdirError(RuntimeError):
@@ -81,13 +83,19 @@ def _read(fd) -> str:
         return ""
 
 
+def seed_dir(workdir, seed: int) -> Path:
+    """Where seed ``seed`` of a several-seed run (``--seeds``) keeps its own run directory."""
+    return Path(workdir) / f"seed_{seed}"
+
+
 def foreign_files(workdir) -> list[str]:
     """Names in ``workdir`` that metajax did not write."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         return []
     return sorted(p.name for p in workdir.iterdir()
-                  if p.name not in OWN_NAMES and not _is_debris(p.name))
+                  if p.name not in OWN_NAMES and not _is_debris(p.name)
+                  and not (_SEED_DIR.match(p.name) and p.is_dir()))
 
 
 def check_contents(workdir) -> None:
