@@ -58,17 +58,20 @@ def _leaves(path: Path):
     return jax.tree_util.tree_leaves(serialization.msgpack_restore(path.read_bytes()))
 
 
-@pytest.mark.parametrize("dataset", ["sinusoid", "omniglot"])
+@pytest.mark.parametrize("dataset", ["sinusoid", "omniglot", "omniglot-host"])
 def test_two_processes_train_like_one_process_with_the_same_devices(dataset, tmp_path,
                                                                     omniglot_data_dir):
+    """``omniglot-host``: the two processes stream tasks from the host, each drawing only its
+    own devices' tasks, against one process sampling them on the device (the same tasks)."""
     args = list(SMALL)
-    if dataset == "omniglot":
+    if dataset.startswith("omniglot"):
         args += ["--dataset", "omniglot", "--data-dir", str(omniglot_data_dir), "--ways", "3",
                  "--shots", "1", "--query", "2", "--hidden", "8", "--steps", "4",
                  "--checkpoint-every", "2", "--eval-every", "4", "--log-every", "2"]
     one, two = tmp_path / "one", tmp_path / "two"
     _finish(_launch(one, args, processes=1, devices=4))
-    outputs = _finish(_launch(two, args, processes=2, devices=2))
+    host = ["--data-on", "host"] if dataset.endswith("host") else []
+    outputs = _finish(_launch(two, args + host, processes=2, devices=2))
     last = list_checkpoints(one)[-1][1].name
     assert [p.name for _, p in list_checkpoints(two)] == [p.name for _, p in list_checkpoints(one)]
     if dataset == "sinusoid":

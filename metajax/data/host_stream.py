@@ -116,21 +116,38 @@ def put_host_batch(data: RaggedImages, keys, *, ways: int, shots: int, queries: 
     if _index_arrays is None:
         data.check_episode_spec(**size)
         _index_arrays = jax.device_put((data.offsets, data.counts), _cpu())
-    s_idx, s_y, q_idx, q_y = _host_indices(keys, size, _index_arrays)
     images = np.asarray(data.images)
-    batch = Episode((images[s_idx], s_y), (images[q_idx], q_y))
-    if sharding is None:
-        batch = jax.device_put(batch)
-    elif not isinstance(sharding, jax.sharding.Sharding) or sharding.is_fully_addressable:
-        batch = jax.device_put(batch, sharding)
-    else:  # several processes: each places the tasks of its own devices
-        batch = jax.tree_util.tree_map(
-            lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]),
-            batch)
+    if isinstance(sharding, jax.sharding.Sharding) and not sharding.is_fully_addressable:
+        batch = _draw_own_share(images, keys, size, _index_arrays, sharding)
+    else:
+        s_idx, s_y, q_idx, q_y = _host_indices(keys, size, _index_arrays)
+        batch = Episode((images[s_idx], s_y), (images[q_idx], q_y))
+        batch = jax.device_put(batch, sharding) if sharding is not None else jax.device_put(batch)
     # Waited for, so that a stream queues only batches that are on the device: the consumer's
     # blocked time is then all the time it waited for data (and a transfer error surfaces in
     # the thread, then in next()).
     return jax.block_until_ready(_scale_on_device(batch))
+
+
+def _draw_own_share(images, keys, size: dict, index_arrays, sharding) -> Episode:
+    """Several processes: this process draws and places only the tasks of its own devices.
+
+    A task's indices depend on its key alone (the draw is vmapped over keys), so drawing a subset
+    of the keys gives those tasks exactly as a draw of the whole batch would.
+    """
+    n = len(keys)
+    owned = sharding.addressable_devices_indices_map((n,)).values()
+    rows = sorted({row for index in owned for row in range(*index[0].indices(n))})
+    position = {row: i for i, row in enumerate(rows)}
+    s_idx, s_y, q_idx, q_y = _host_indices(keys[np.asarray(rows)], size, index_arrays)
+    local = Episode((images[s_idx], s_y), (images[q_idx], q_y))
+
+    def place(x):
+        def shard(index):
+            wanted = [position[row] for row in range(*index[0].indices(n))]
+            return x[wanted][(slice(None), *index[1:])]
+        return jax.make_array_from_callback((n, *x.shape[1:]), sharding, shard)
+    return jax.tree_util.tree_map(place, local)
 
 
 def _fill(q: queue.Queue, stop: threading.Event, data: RaggedImages, size: dict, index_arrays,

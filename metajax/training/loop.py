@@ -13,13 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from metajax.algorithms.base import MetaLearner
 from metajax.algorithms.nil import nil
 from metajax.algorithms.registry import algorithm_name, make_algorithm
 from metajax.core.partition import freeze_mask
-from metajax.data.host_stream import HostEpisodeStream, host_batch
+from metajax.data.host_stream import HostEpisodeStream, host_batch, put_host_batch
 from metajax.models.functional import as_model
 from metajax.training import checkpoint, history
 from metajax.training.checkpoint import CheckpointError
@@ -126,9 +127,14 @@ class _Run:
             keys = np.asarray(jax.device_get(keys))
         for i in range(0, len(keys), batch):
             chunk_keys = keys[i:i + batch] if mesh is None else put_tasks(keys[i:i + batch], mesh)
-            tasks = (put_tasks(host_batch(data, keys[i:i + batch], ways=self.cfg.ways,
-                                          shots=self.cfg.shots, queries=self.cfg.query), mesh)
-                     if host else data)
+            size = dict(ways=self.cfg.ways, shots=self.cfg.shots, queries=self.cfg.query)
+            if not host:
+                tasks = data
+            elif mesh is None:
+                tasks = jax.device_put(host_batch(data, keys[i:i + batch], **size))
+            else:  # each process draws and places only its own devices' tasks
+                tasks = put_host_batch(data, keys[i:i + batch], **size, sharding=NamedSharding(
+                    mesh, PartitionSpec(TASK_AXIS)))
             chunks.append(eval_step(params, model_state or {}, tasks, chunk_keys))
         per_task = {k: np.concatenate([np.asarray(c[k]) for c in chunks])[:num_tasks]
                     for k in chunks[0]}
