@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from metajax.algorithms.base import MetaLearner, task_keys
 from metajax.algorithms.objectives import Objective, task_metrics
+from metajax.checks import check_example_set, check_key, check_task
 from metajax.core.adapt import inner_loop
 from metajax.models.functional import as_model
 
@@ -64,6 +65,7 @@ def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_
       Others: as :func:`maml`.
     """
     model = as_model(model)
+    kind = getattr(objective, "kind", None)
 
     def loss_on(state, train):
         def batch_loss(params, batch, key=None):
@@ -91,16 +93,20 @@ def gradient_based_learner(model, objective: Objective, *, inner_steps: int, lr_
 
     def task_grad(meta, task, step=0, *, key=None, state=None):
         del step  # not annealed
+        check_task(task, "task_grad", kind)
+        check_key(key, "key", "task_grad")
         grads, (metrics, new_state) = jax.grad(task_objective, has_aux=True)(
             meta, task, inner_steps, first_order, key, state, True)
         return grads, metrics, new_state
 
     def adapt(meta, support, steps, *, key=None, state=None):
         del key  # test-time adaptation is deterministic
+        check_example_set(support, "support", "adapt", kind, "support")
         return adapt_with_losses(meta, support, steps, True, None, state, False)[0]
 
     def evaluate(meta, task, steps, *, key=None, state=None):
         del key
+        check_task(task, "evaluate", kind)
         return task_objective(jax.lax.stop_gradient(meta), task, steps, True, None, state,
                               False)[1][0]
 
@@ -125,6 +131,7 @@ def anil(model, objective: Objective, *, inner_lr: float, inner_steps: int,
     instead of once per inner step, and the inner gradients are those of the head alone.
     """
     model = as_model(model)
+    kind = getattr(objective, "kind", None)
 
     def head_loss(train):
         def loss(head, batch, key=None):
@@ -147,13 +154,15 @@ def anil(model, objective: Objective, *, inner_lr: float, inner_steps: int,
 
     def task_grad(params, task, step=0, *, key=None, state=None):
         del step  # not annealed
+        check_task(task, "anil task_grad", kind)
+        check_key(key, "key", "anil task_grad")
         grads, (metrics, new_state) = jax.grad(run, has_aux=True)(
             params, task, inner_steps, first_order, key, state, True)
         return grads, metrics, new_state
 
     def adapt(params, support, steps, *, key=None, state=None):
         del key
-        xs, ys = support
+        xs, ys = check_example_set(support, "support", "anil adapt", kind, "support")
         features, _ = model.embed(params, xs, state=state, train=False)
         head, _ = inner_loop(model.head_params(params), head_loss(False), (features, ys),
                              inner_lr=inner_lr, steps=steps, first_order=True, unroll=unroll)
@@ -161,6 +170,7 @@ def anil(model, objective: Objective, *, inner_lr: float, inner_steps: int,
 
     def evaluate(params, task, steps, *, key=None, state=None):
         del key
+        check_task(task, "anil evaluate", kind)
         return run(jax.lax.stop_gradient(params), task, steps, True, None, state, False)[1][0]
 
     return MetaLearner(init=lambda params: params, task_grad=task_grad, adapt=adapt,
@@ -180,7 +190,9 @@ def pretrain(model, objective: Objective, *, inner_lr: float, inner_steps: int =
 
     def task_grad(params, task, step=0, *, key=None, state=None):
         del step  # not annealed
-        (xs, ys), (xq, yq) = task
+        (xs, ys), (xq, yq) = check_task(task, "pretrain task_grad",
+                                        getattr(objective, "kind", None))
+        check_key(key, "key", "pretrain task_grad")
         x, y = jnp.concatenate([xs, xq]), jnp.concatenate([ys, yq])
 
         def joint_loss(p):

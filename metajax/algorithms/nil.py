@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from metajax.algorithms.base import MetaLearner
+from metajax.checks import CLASSIFICATION, check_static_int, check_task
 from metajax.models.functional import as_model
 
 
@@ -38,9 +39,12 @@ def nil(learner: MetaLearner, model, num_classes: int) -> MetaLearner:
     NIL is not trained on it); ``steps`` is ignored.
     """
     model = as_model(model)
+    num_classes = check_static_int(num_classes, "num_classes", "nil", minimum=1,
+                                   why="it fixes the scores' shape")
 
     def evaluate(meta_params, task, steps, *, key=None, state=None):
         del steps, key  # NIL has no inner loop
+        check_task(task, "nil evaluate", CLASSIFICATION)
         params = jax.lax.stop_gradient(learner.params_of(meta_params))
         embed = lambda p, x: model.embed(p, x, state=state, train=False)[0]
         (xs, ys), (xq, yq) = task

@@ -17,6 +17,7 @@ from metajax.algorithms.base import MetaLearner
 from metajax.algorithms.maml import gradient_based_learner
 from metajax.algorithms.objectives import Objective
 from metajax.algorithms.protonets import prototypes
+from metajax.checks import check_labels
 from metajax.models.functional import as_model
 
 
@@ -28,6 +29,8 @@ def protomaml(model, objective: Objective, *, inner_lr: float, inner_steps: int,
 
     def prototype_head(params, support, *, key, state, train):
         xs, ys = support
+        # The labels index the prototypes, whatever the objective: integer classes.
+        check_labels(ys, "support labels", "protomaml", "classification")
         head = model.head_params(params)
         if not (isinstance(head, dict) and set(head) == {"kernel", "bias"}):
             raise ValueError("protomaml needs a Dense head (params 'kernel' and 'bias'); this "

@@ -16,6 +16,7 @@ import optax
 
 from metajax.algorithms.base import MetaLearner, task_keys
 from metajax.algorithms.objectives import Objective, task_metrics
+from metajax.checks import CLASSIFICATION, check_key, check_task
 from metajax.models.functional import as_model
 
 
@@ -57,6 +58,9 @@ def protonets(model, objective: Objective, *, inner_lr: float = 0.0,
 
     def task_grad(params, task, step=0, *, key=None, state=None):
         del step
+        # Labels index the prototypes: integer classes whatever the objective.
+        check_task(task, "protonets task_grad", CLASSIFICATION)
+        check_key(key, "key", "protonets task_grad")
         grads, (metrics, new_state) = jax.grad(episode, has_aux=True)(params, task, key, state,
                                                                       True)
         return grads, metrics, new_state
@@ -67,6 +71,7 @@ def protonets(model, objective: Objective, *, inner_lr: float = 0.0,
 
     def evaluate(params, task, steps, *, key=None, state=None):
         del steps, key
+        check_task(task, "protonets evaluate", CLASSIFICATION)
         return episode(jax.lax.stop_gradient(params), task, None, state, False)[1][0]
 
     return MetaLearner(init=lambda params: params, task_grad=task_grad, adapt=adapt,

@@ -8,26 +8,67 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from metajax.checks import (InputError, check_key, check_scalar_loss, check_static_int, describe,
+                            tree_path)
 from metajax.core.partition import combine, partition
 
 PyTree = Any
 LossFn = Callable[[PyTree, Any], jax.Array]
 
 
-def _lr_tree(inner_lr, params: PyTree, mask: PyTree | None) -> PyTree:
+def _lr_tree(inner_lr, params: PyTree, mask: PyTree | None, where: str = "inner_loop") -> PyTree:
     """Inner learning rates as a tree over the adapted leaves.
 
     A scalar is shared by every leaf; a tree with the structure of ``params`` gives one rate per
     leaf (or per element, Meta-SGD style), partitioned like ``params``.
     """
     if jax.tree_util.tree_structure(inner_lr) == jax.tree_util.tree_structure(params):
+        def check(path, rate, p):
+            rate_shape, shape = jnp.shape(rate), jnp.shape(p)
+            try:
+                ok = np.broadcast_shapes(rate_shape, shape) == tuple(shape)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise InputError(
+                    f"{where}: inner_lr{tree_path(path)} is {describe(rate)}, which does not "
+                    f"broadcast to the param's shape {tuple(shape)}; give a scalar or an array of "
+                    f"the param's shape per leaf")
+        jax.tree_util.tree_map_with_path(check, inner_lr, params)
         return partition(inner_lr, mask)[0]
+    if not (isinstance(inner_lr, (int, float)) or
+            (hasattr(inner_lr, "shape") and hasattr(inner_lr, "dtype"))):
+        raise InputError(
+            f"{where}: inner_lr must be a scalar or a pytree with the structure of params; got "
+            f"{describe(inner_lr)} of structure {jax.tree_util.tree_structure(inner_lr)}, params "
+            f"have {jax.tree_util.tree_structure(params)}")
     if jnp.ndim(inner_lr) != 0:
-        raise ValueError("inner_lr must be a scalar or a pytree with the structure of params; got "
-                         f"shape {jnp.shape(inner_lr)}")
+        raise InputError(f"{where}: inner_lr must be a scalar or a pytree with the structure of "
+                         f"params; got shape {jnp.shape(inner_lr)} ({describe(inner_lr)})")
     adapted = partition(params, mask)[0]
     return jax.tree_util.tree_map(lambda _: inner_lr, adapted)
+
+
+def _check_adapted(adapted: PyTree, where: str) -> None:
+    """The inner loop differentiates the adapted leaves: they must be floating point."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(adapted):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and not jnp.issubdtype(dtype, jnp.inexact):
+            raise InputError(
+                f"{where}: params{tree_path(path)} is {describe(leaf)}; the inner loop "
+                f"differentiates every adapted leaf, so it must be floating point (exclude it "
+                f"with mask=..., or keep non-trainable values out of params)")
+
+
+def _check_minibatches(support, where: str) -> None:
+    leaves = jax.tree_util.tree_leaves_with_path(support)
+    sizes = {tuple(getattr(leaf, "shape", ()))[:1] for _, leaf in leaves}
+    if not leaves or len(sizes) != 1 or sizes == {()} or sizes == {(0,)}:
+        shown = ", ".join(f"support{tree_path(p)} {describe(leaf)}" for p, leaf in leaves[:4])
+        raise InputError(f"{where}: with minibatches=True every leaf of support needs the same "
+                         f"leading minibatch axis of size >= 1, got {shown or describe(support)}")
 
 
 def inner_loop(params: PyTree, loss_fn: LossFn, support, *, inner_lr, steps: int,
@@ -61,15 +102,33 @@ def inner_loop(params: PyTree, loss_fn: LossFn, support, *, inner_lr, steps: int
     Returns:
       ``(adapted_params, losses)`` with ``losses[t] = L_support(theta_t)``, shape ``(steps,)``.
     """
-    if steps < 0:
-        raise ValueError(f"inner steps must be >= 0, got {steps}")
+    return _inner_loop(params, loss_fn, support, inner_lr=inner_lr, steps=steps, mask=mask,
+                       first_order=first_order, unroll=unroll, remat=remat,
+                       minibatches=minibatches, key=key, where="inner_loop")
+
+
+def _inner_loop(params, loss_fn, support, *, inner_lr, steps, mask, first_order, unroll, remat,
+                minibatches, key, where):
+    # Static checks (shapes, dtypes, structures): they run while JAX traces, never at run time.
+    steps = check_static_int(steps, "steps", where, why="the number of inner steps is a static "
+                             "loop length")
+    if not callable(loss_fn):
+        raise InputError(f"{where}: loss_fn must be a function loss_fn(params, batch) -> scalar, "
+                         f"got {describe(loss_fn)}")
+    check_key(key, "key", where)
+    if minibatches:
+        _check_minibatches(support, where)
     adapted, frozen = partition(params, mask)
-    lrs = _lr_tree(inner_lr, params, mask)
+    _check_adapted(adapted, where)
+    lrs = _lr_tree(inner_lr, params, mask, where)
 
     def support_loss(theta, batch, t):
         if key is None:
-            return loss_fn(combine(theta, frozen), batch)
-        return loss_fn(combine(theta, frozen), batch, key=jax.random.fold_in(key, t))
+            loss = loss_fn(combine(theta, frozen), batch)
+        else:
+            loss = loss_fn(combine(theta, frozen), batch, key=jax.random.fold_in(key, t))
+        check_scalar_loss(loss, f"{where}: loss_fn(params, support)")
+        return loss
 
     def step(theta, t):
         batch = support
@@ -95,8 +154,9 @@ def adapt(params: PyTree, loss_fn: LossFn, support, *, inner_lr, steps: int,
 
     See :func:`inner_loop` for the arguments; this drops the per-step losses.
     """
-    return inner_loop(params, loss_fn, support, inner_lr=inner_lr, steps=steps, mask=mask,
-                      first_order=first_order, unroll=unroll, remat=remat)[0]
+    return _inner_loop(params, loss_fn, support, inner_lr=inner_lr, steps=steps, mask=mask,
+                       first_order=first_order, unroll=unroll, remat=remat, minibatches=False,
+                       key=None, where="adapt")[0]
 
 
 def meta_loss(params: PyTree, loss_fn: LossFn, task, *, inner_lr, steps: int,
@@ -113,7 +173,13 @@ def meta_loss(params: PyTree, loss_fn: LossFn, task, *, inner_lr, steps: int,
       task: ``(support, query)``.
       Others: as :func:`inner_loop`.
     """
+    if not isinstance(task, (tuple, list)) or len(task) != 2:
+        raise InputError(f"meta_loss: task must be a (support, query) pair, each passed to "
+                         f"loss_fn as is; got {describe(task)}")
     support, query = task
-    adapted = adapt(params, loss_fn, support, inner_lr=inner_lr, steps=steps, mask=mask,
-                    first_order=first_order, unroll=unroll, remat=remat)
-    return loss_fn(adapted, query)
+    adapted = _inner_loop(params, loss_fn, support, inner_lr=inner_lr, steps=steps, mask=mask,
+                          first_order=first_order, unroll=unroll, remat=remat, minibatches=False,
+                          key=None, where="meta_loss")[0]
+    loss = loss_fn(adapted, query)
+    check_scalar_loss(loss, "meta_loss: loss_fn(params, query)")
+    return loss

@@ -9,6 +9,8 @@ from typing import Any
 
 import jax
 
+from metajax.checks import InputError, describe, tree_path
+
 PyTree = Any
 
 
@@ -31,19 +33,53 @@ def partition(params: PyTree, mask: PyTree | None) -> tuple[PyTree, PyTree]:
 
 
 def combine(*trees: PyTree) -> PyTree:
-    """Merges partitioned trees: at each leaf the first value that is not ``None``."""
+    """Merges partitioned trees: at each leaf the first value that is not ``None``.
+
+    The trees are the halves of ``partition(params, mask)`` (or trees of that structure, with
+    ``None`` where a half holds nothing); a tree of another structure is an ``InputError``.
+    """
+    if not trees:
+        raise InputError("combine: needs at least one tree, e.g. combine(*partition(params, "
+                         "mask))")
+
     def first(*leaves):
         return next((leaf for leaf in leaves if leaf is not None), None)
-    return jax.tree_util.tree_map(first, *trees, is_leaf=_is_none)
+    try:
+        return jax.tree_util.tree_map(first, *trees, is_leaf=_is_none)
+    except ValueError as e:
+        reference = jax.tree_util.tree_structure(trees[0], is_leaf=_is_none)
+        bad = next((i for i, t in enumerate(trees[1:], 1)
+                    if jax.tree_util.tree_structure(t, is_leaf=_is_none) != reference), 1)
+        raise InputError(
+            f"combine: trees[{bad}] does not have the structure of trees[0] (the halves of one "
+            f"partition(params, mask) share the structure of params, with None where a half "
+            f"holds nothing): {e}") from None
+
+
+def _mask_bool(m, path) -> bool:
+    """One mask entry as a Python bool; a mask is static (it decides what is differentiated)."""
+    if m is None or isinstance(m, (bool, int)) or getattr(m, "shape", None) == ():
+        try:
+            return bool(m)
+        except jax.errors.ConcretizationTypeError:
+            raise InputError(
+                f"mask{tree_path(path)} is a traced {describe(m)}: a mask must hold concrete "
+                f"Python bools (it decides which params are differentiated, at trace time); "
+                f"close over the mask instead of passing it through jit/vmap") from None
+    raise InputError(f"mask{tree_path(path)} must be one bool per params leaf or subtree, got "
+                     f"{describe(m)}")
 
 
 def broadcast_mask(mask: PyTree, params: PyTree) -> PyTree:
     """Expands a mask that is a tree prefix of ``params`` to one bool per leaf of ``params``."""
     try:
-        return jax.tree_util.tree_map(
-            lambda m, sub: jax.tree_util.tree_map(lambda _: bool(m), sub), mask, params)
+        return jax.tree_util.tree_map_with_path(
+            lambda path, m, sub: jax.tree_util.tree_map(lambda _, b=_mask_bool(m, path): b, sub),
+            mask, params)
+    except InputError:
+        raise
     except ValueError as e:
-        raise ValueError(
+        raise InputError(
             "mask must be a pytree of bools with the structure of params (or a prefix of it, e.g. "
             "{'body': False, 'head': True}); got one that does not match: " + str(e)) from None
 

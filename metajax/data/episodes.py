@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metajax.checks import check_key
 from metajax.data.errors import DataError
 
 __all__ = ["Episode", "as_count", "check_episode_spec", "sample_episode"]
@@ -112,6 +113,10 @@ def sample_episode(key: jax.Array, images: jax.Array, *, ways: int, shots: int, 
     Raises:
       DataError: the images have the wrong rank or dtype, or the task cannot be drawn from them.
     """
+    check_key(key, "key", "sample_episode", optional=False)
+    if not hasattr(images, "ndim") or not hasattr(images, "dtype"):
+        raise DataError(f"images must be a (classes, examples, ...) array, got "
+                        f"{type(images).__name__}; pass e.g. load_omniglot().train")
     if images.ndim < 3:
         raise DataError(f"images must be (classes, examples, ...) with one split's examples "
                         f"grouped by class, got shape {tuple(images.shape)}; pass e.g. "

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metajax.checks import check_key, describe
 from metajax.data.episodes import Episode, as_count, check_episode_spec
 from metajax.data.errors import DataError
 
@@ -248,6 +249,19 @@ def gather_episode(images: jax.Array, support_idx, support_y, query_idx, query_y
     return jax.lax.optimization_barrier(episode)
 
 
+def _check_ragged_arrays(ragged: RaggedImages) -> None:
+    """Static checks of a ragged split's arrays: ranks and dtypes, not values."""
+    images, offsets, counts = ragged.device_arrays()
+    if not (hasattr(images, "ndim") and hasattr(images, "dtype")) or images.ndim < 2:
+        raise DataError(f"sample_ragged_episode: images must be (N, H, W, C) (or (N, features)), "
+                        f"all examples of all classes stacked, got {describe(images)}")
+    for name, a in (("offsets", offsets), ("counts", counts)):
+        if not (hasattr(a, "ndim") and hasattr(a, "dtype")) or a.ndim != 1 \
+                or not np.issubdtype(np.dtype(a.dtype), np.integer):
+            raise DataError(f"sample_ragged_episode: {name} must be integer of shape (classes,), "
+                            f"got {describe(a)}")
+
+
 def sample_ragged_episode(key: jax.Array, data, *, ways: int, shots: int,
                           queries: int) -> Episode:
     """Draws one task from a ragged split: :func:`episode_indices` + a gather on the device.
@@ -278,6 +292,8 @@ def sample_ragged_episode(key: jax.Array, data, *, ways: int, shots: int,
             raise DataError("data must be a RaggedImages or an (images, offsets, counts) tuple; "
                             "build it with metajax.data.load_folder or "
                             "RaggedImages.from_dense") from None
+    check_key(key, "key", "sample_ragged_episode", optional=False)
+    _check_ragged_arrays(ragged)
     dtype = np.dtype(ragged.images.dtype)
     if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
         raise DataError(f"images must be uint8 (0..255) or floating point (0..1), got {dtype}; "
