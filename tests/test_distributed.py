@@ -61,17 +61,18 @@ def _leaves(path: Path):
 @pytest.mark.parametrize("dataset", ["sinusoid", "omniglot", "omniglot-host"])
 def test_two_processes_train_like_one_process_with_the_same_devices(dataset, tmp_path,
                                                                     omniglot_data_dir):
-    """``omniglot-host``: the two processes stream tasks from the host, each drawing only its
-    own devices' tasks, against one process sampling them on the device (the same tasks)."""
+    """``omniglot-host``: tasks streamed from the host; each of the two processes draws only its
+    own devices' tasks, one process draws them all."""
     args = list(SMALL)
     if dataset.startswith("omniglot"):
         args += ["--dataset", "omniglot", "--data-dir", str(omniglot_data_dir), "--ways", "3",
                  "--shots", "1", "--query", "2", "--hidden", "8", "--steps", "4",
                  "--checkpoint-every", "2", "--eval-every", "4", "--log-every", "2"]
+    if dataset.endswith("host"):
+        args += ["--data-on", "host"]
     one, two = tmp_path / "one", tmp_path / "two"
     _finish(_launch(one, args, processes=1, devices=4))
-    host = ["--data-on", "host"] if dataset.endswith("host") else []
-    outputs = _finish(_launch(two, args + host, processes=2, devices=2))
+    outputs = _finish(_launch(two, args, processes=2, devices=2))
     last = list_checkpoints(one)[-1][1].name
     assert [p.name for _, p in list_checkpoints(two)] == [p.name for _, p in list_checkpoints(one)]
     if dataset == "sinusoid":

@@ -51,7 +51,8 @@ def _batch_indices(keys, offsets, counts, *, ways, shots, queries):
 
 
 def _cpu():
-    return jax.devices("cpu")[0]
+    # This process's own CPU device (jax.devices() lists every process's devices).
+    return jax.local_devices(backend="cpu")[0]
 
 
 def _host_indices(keys, size: dict, index_arrays) -> tuple:

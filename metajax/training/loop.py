@@ -151,7 +151,9 @@ class _KeyChain:
     derives them from the state's key, so the host can draw a step's tasks ahead of it."""
 
     def __init__(self, rng, meta_batch: int):
-        self._rng = jax.device_put(rng, jax.devices("cpu")[0])
+        # (from this process's copy: on several processes the state spans all of them)
+        self._rng = jax.device_put(checkpoint.to_host(rng),
+                                   jax.local_devices(backend="cpu")[0])
         self._next = jax.jit(functools.partial(step_sample_keys, meta_batch=meta_batch))
 
     def __call__(self, step: int):
