@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch", type=_positive_int, default=None,
                     help="tasks per compiled call (>= 1)")
     ev.add_argument("--data-dir", default=None, help="override the run's data directory")
+    ev.add_argument("--checkpoint", type=int, default=None, metavar="STEP",
+                    help="the step of the checkpoint to score (default: the newest)")
     ev.add_argument("--head", default="learned", choices=("learned", "nil", "zero"),
                     help="nil: no head and no inner loop; cosine-similarity votes of support "
                          "labels; zero (--benchmark only): a zero-initialised head, adapted")
@@ -329,7 +331,8 @@ def main(argv=None) -> int:
                                   split=args.split, seed=args.seed, batch=args.batch,
                                   head=args.head,
                                   freeze=[x for x in args.freeze.split(",") if x.strip()],
-                                  bn_stats=args.bn_stats, data_dir=args.data_dir)
+                                  bn_stats=args.bn_stats, checkpoint=args.checkpoint,
+                                  data_dir=args.data_dir)
             print(json.dumps(_json_safe(result)))
         elif args.command in ANALYSIS_COMMANDS:
             run_analysis_command(args)

@@ -178,3 +178,19 @@ def test_physics_auto_is_mjx_on_accelerators_and_c_on_cpus():
     assert Config().physics == "auto"
     with pytest.raises(ValueError, match="unknown --physics 'bullet'"):
         resolve_physics("bullet")
+
+
+def test_eval_of_an_older_checkpoint_equals_a_copy_holding_only_it(runs, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs / "single0", copy)
+    (copy / "checkpoints" / "step_00000006.msgpack").unlink()
+    older = evaluate_run(runs / "single0", tasks=8, checkpoint=3)
+    assert older["checkpoint_step"] == 3
+    assert older == evaluate_run(copy, tasks=8)
+    assert older != evaluate_run(runs / "single0", tasks=8)
+    # several seeds: every seed at that step
+    assert evaluate_run(runs / "mapped", tasks=8, checkpoint=3)["checkpoint_steps"] == [3, 3]
+    assert main(["eval", str(runs / "single0"), "--tasks", "4", "--checkpoint", "4"]) == 2
+    assert "no checkpoint of step 4" in capsys.readouterr().err

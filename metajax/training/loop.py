@@ -87,10 +87,11 @@ class _Run:
         params, model_state = self.model.init(init_key, self.source.sample_input)
         return create_train_state(self.learner, self.optimizer, params, train_key, model_state)
 
-    def restore(self, workdir) -> tuple[TrainState, int]:
-        """The newest checkpoint of ``workdir`` and its step; FileNotFoundError if it has none."""
+    def restore(self, workdir, step: int | None = None) -> tuple[TrainState, int]:
+        """The checkpoint of ``step`` (default: the newest) of ``workdir`` and its step;
+        FileNotFoundError if it has none, CheckpointError if it has none of that step."""
         refuse_seeds_dir(self.cfg, workdir)
-        state, step = checkpoint.restore_checkpoint(workdir, self.initial_state())
+        state, step = checkpoint.restore_checkpoint(workdir, self.initial_state(), step=step)
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {checkpoint.checkpoint_dir(workdir)}; "
                                     "train first with `metajax train --workdir DIR`")
@@ -571,8 +572,9 @@ class _Trainer:
 def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
                  split: str = "test", seed: int = 0, batch: int | None = None,
                  head: str = "learned", freeze=(), bn_stats: str | None = None,
-                 model=None, data=None, learner=None, **overrides) -> dict:
-    """Scores the newest checkpoint of a run on ``tasks`` tasks of ``split``.
+                 checkpoint: int | None = None, model=None, data=None, learner=None,
+                 **overrides) -> dict:
+    """Scores a checkpoint of a run (default: the newest) on ``tasks`` tasks of ``split``.
 
     Args:
       workdir: a run directory written by :func:`train_and_evaluate`.
@@ -587,6 +589,7 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
       bn_stats: what batch norm normalises with at test time: ``"running"`` (running averages:
         MAML++'s BNRS statistics, or stock ``nn.BatchNorm``'s) or ``"batch"`` (each batch's
         own, transductive). Default: the run's (``eval_bn``; MAML++ BNRS: running).
+      checkpoint: the step of the checkpoint to score (default: the newest).
       model, data, learner: the objects the run was trained with, when they were passed to
         :func:`train_and_evaluate` as objects rather than named in its config.
       **overrides: config fields to change, e.g. ``data_dir``.
@@ -603,7 +606,7 @@ def evaluate_run(workdir, *, tasks: int = 600, inner_steps: int | None = None,
         overrides["data_dir"] = str(Path(overrides["data_dir"]).expanduser().resolve())
     cfg = Config.load(workdir).replace(**overrides)
     options = dict(tasks=tasks, inner_steps=inner_steps, split=split, seed=seed, batch=batch,
-                   head=head, freeze=freeze, bn_stats=bn_stats)
+                   head=head, freeze=freeze, bn_stats=bn_stats, checkpoint=checkpoint)
     objects = dict(model=model, data=data, learner=learner)
     seeds = cfg.seed_list()
     with jax.default_matmul_precision(cfg.matmul_precision):
@@ -632,10 +635,10 @@ def _over_seeds(seeds, results: list[dict]) -> dict:
 
 
 def _evaluate_run(cfg, workdir, run, *, tasks, inner_steps, split, seed, batch, head, freeze,
-                  bn_stats) -> dict:
+                  bn_stats, checkpoint) -> dict:
     if split not in ("val", "test"):
         raise ValueError(f"unknown split {split!r}; use 'test' or 'val'")
-    state, step = run.restore(workdir)
+    state, step = run.restore(workdir, step=checkpoint)
     steps = cfg.eval_inner_steps if inner_steps is None else inner_steps
     learner, changes, eval_model = run.learner, {}, None
     if bn_stats is not None:
