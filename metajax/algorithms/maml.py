@@ -177,6 +177,10 @@ def anil(model, objective: Objective, *, inner_lr: float, inner_steps: int,
                        evaluate=evaluate)
 
 
+# ANIL's inner loop adapts the head alone by definition (``--train head`` needs no mask for it).
+anil.adapts_head_only = True
+
+
 def pretrain(model, objective: Objective, *, inner_lr: float, inner_steps: int = 0,
              unroll: int | bool = True) -> MetaLearner:
     """The transfer baseline of MAML's sinusoid experiment: train one model on all tasks jointly.

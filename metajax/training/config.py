@@ -17,6 +17,7 @@ DATA_PLACEMENTS = ("auto", "device", "host")
 EVAL_BN = ("batch", "running")
 DTYPES = ("float32", "bfloat16")
 MATMUL_PRECISIONS = ("default", "high", "highest")
+TRAIN_PARTS = ("all", "head")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Config:
     # msl/bnwb/bnrs/lslr, Reptile's inner_batch); flags of the chosen --algo (--msl true).
     options: dict = dataclasses.field(default_factory=dict)
     da_steps: int = 0               # derivative-order annealing: first order for this many steps
+    init_from: str | None = None    # a run folder or checkpoint file whose body starts this run
+    train: str = "all"              # all | head (the body stays as initialised, in both loops)
     steps: int = 20000
     seed: int = 0
     seeds: str | None = None        # "0,1,2": independent runs of these seeds, trained as one program
@@ -112,6 +115,9 @@ class Config:
                             f"of: {', '.join(META_LR_SCHEDULES)}")
         if self.da_steps < 0:
             problems.append(f"--da-steps must be >= 0, got {self.da_steps}")
+        if self.train not in TRAIN_PARTS:
+            problems.append(f"unknown --train {self.train!r}; choose one of: "
+                            f"{', '.join(TRAIN_PARTS)}")
         if self.seed_chunk is not None and self.seed_chunk < 0:
             problems.append(f"--seed-chunk must be >= 0 (0: every seed at once), got "
                             f"{self.seed_chunk}")
@@ -160,6 +166,11 @@ class Config:
         if self.remat and not supports(factory, "remat"):
             problems.append(f"--remat true needs an algorithm that differentiates through its "
                             f"inner loop (its factory takes remat=); {self.algo} does not")
+        if self.train == "head" and not (supports(factory, "mask")
+                                         or getattr(factory, "adapts_head_only", False)):
+            problems.append(f"--train head needs an algorithm whose inner loop can be limited to "
+                            f"the head (its factory takes mask=, or adapts only the head, like "
+                            f"anil); {self.algo} does not")
         if self.da_steps and not supports(factory, "first_order"):
             problems.append(f"--da-steps needs an algorithm with a first-order variant (its "
                             f"factory takes first_order=); {self.algo} does not")
@@ -282,6 +293,10 @@ FIELD_HELP = {
     "eval_inner_steps": ("algorithm", 'inner steps at validation and test time'),
     "inner_lr": ("algorithm", 'inner SGD step size (alpha)'),
     "da_steps": ("algorithm", 'derivative-order annealing: first order for this many steps'),
+    "init_from": ("model", "a run folder or one of its checkpoint files: this run starts from "
+                           "its body (the head is new); 'random': a random body"),
+    "train": ("algorithm", "all | head: head trains only a head on the body it starts from "
+                           "(frozen in the inner and the outer loop; Raghu et al. Table 5)"),
     "unroll": ("algorithm", 'unroll the inner-loop scan (fast on CPU, slower to compile)'),
     "remat": ("algorithm", 'recompute inner steps in the backward pass (memory flat in steps)'),
     "meta_batch": ("training", 'tasks per meta-step (a multiple of the device count)'),

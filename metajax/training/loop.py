@@ -18,11 +18,12 @@ from tqdm.auto import tqdm
 
 from metajax.algorithms.base import MetaLearner
 from metajax.algorithms.nil import nil
-from metajax.algorithms.registry import algorithm_name, make_algorithm
+from metajax.algorithms.base import supports
+from metajax.algorithms.registry import algorithm_name, get_factory, make_algorithm
 from metajax.core.partition import freeze_mask
 from metajax.data.host_stream import HostEpisodeStream, host_batch, put_host_batch
 from metajax.models.functional import as_model
-from metajax.training import checkpoint, history
+from metajax.training import checkpoint, history, transfer
 from metajax.training.checkpoint import CheckpointError
 from metajax.training.config import Config
 from metajax.training.metrics_log import MetricsLog
@@ -61,7 +62,10 @@ class _Run:
                               compute_dtype=cfg.dtype)
         self._algorithm = learner if learner is not None else cfg.algo
         self.learner = self.make_learner()
-        self.optimizer = self.learner.outer(_outer_optimizer(cfg))
+        outer = _outer_optimizer(cfg)
+        if cfg.train == "head":  # the body stays where it started, in the outer loop too
+            outer = transfer.head_only(outer, self.model, self.learner)
+        self.optimizer = self.learner.outer(outer)
         self._eval_steps = {}  # (learner, inner_steps, mesh) -> jitted step, compiled once
         self._placed = {}      # split -> its data on the mesh, placed once
         self.mesh = None       # the training loop's task mesh; evaluation shards over it too
@@ -76,15 +80,33 @@ class _Run:
                                  f"cannot be rebuilt with {', '.join(changes) or 'another model'}"
                                  "; pass its factory (e.g. learner=metajax.maml) instead")
             return self._algorithm
+        options = {**cfg.algorithm_options(), **changes}
+        factory = (self._algorithm if callable(self._algorithm)
+                   else get_factory(self._algorithm))
+        if cfg.train == "head" and supports(factory, "mask"):
+            # only the head adapts (a test-time freeze mask is subsumed: it freezes body layers)
+            options["mask"] = (model or self.model).head_mask
         return make_algorithm(self._algorithm, model or self.model, self.source.objective,
                               inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
-                              unroll=cfg.unroll, **{**cfg.algorithm_options(), **changes})
+                              unroll=cfg.unroll, **options)
 
     def initial_state(self, seed: int | None = None) -> TrainState:
         """The state before training, for ``seed`` (default: the config's)."""
         seed = self.cfg.seed if seed is None else seed
         init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
         params, model_state = self.model.init(init_key, self.source.sample_input)
+        return create_train_state(self.learner, self.optimizer, params, train_key, model_state)
+
+    def starting_state(self, seed: int | None = None) -> TrainState:
+        """The state training starts from: :meth:`initial_state`, with the body of
+        ``cfg.init_from`` when it names a run (see ``metajax.training.transfer``)."""
+        if self.cfg.init_from in (None, transfer.RANDOM):
+            return self.initial_state(seed)
+        seed = self.cfg.seed if seed is None else seed
+        init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
+        params, model_state = self.model.init(init_key, self.source.sample_input)
+        params, model_state = transfer.body_from(self.cfg.init_from, self.model, params,
+                                                 model_state)
         return create_train_state(self.learner, self.optimizer, params, train_key, model_state)
 
     def restore(self, workdir, step: int | None = None) -> tuple[TrainState, int]:
@@ -210,6 +232,8 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False, progress: 
         cfg = cfg.replace(algo=algorithm_name(learner))
     if cfg.data_dir is not None:  # stored absolute: eval from another folder reads the same data
         cfg = cfg.replace(data_dir=str(Path(cfg.data_dir).expanduser().resolve()))
+    if cfg.init_from not in (None, transfer.RANDOM):
+        cfg = cfg.replace(init_from=str(Path(cfg.init_from).expanduser().resolve()))
     cfg.validate()
     _training_mesh(cfg)  # a batch that cannot be split is refused before anything is written
     writer = jax.process_index() == 0
@@ -245,9 +269,9 @@ def train_and_evaluate(cfg: Config, workdir, *, resume: bool = False, progress: 
                                                 "changes": changes})
                     checkpoint.write_config_snapshot(member_dir, member_cfg.to_json())
         elif seeds is None:
-            state, start = run.initial_state(), 0
+            state, start = run.starting_state(), 0
         else:
-            state, start = stack_states([run.initial_state(c.seed) for c, _ in members]), 0
+            state, start = stack_states([run.starting_state(c.seed) for c, _ in members]), 0
         trainer = _Trainer(cfg, run, workdir, state, start, progress=progress and writer,
                            writer=writer, members=members if seeds is not None else None)
         return trainer.train()
