@@ -91,3 +91,25 @@ def test_init_from_a_different_body_is_refused(source, tmp_path):
 def test_bad_transfer_flags_are_refused(flags, message, tmp_path, capsys):
     assert main(["train", "--workdir", str(tmp_path / "run"), "--steps", "1", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_adam_b2_reaches_the_outer_optimiser():
+    import jax.numpy as jnp
+    import optax
+
+    from metajax.training.loop import _outer_optimizer
+
+    params = {"w": jnp.ones(3)}
+    grads = [{"w": jnp.array([0.5, -1.0, 2.0])}, {"w": jnp.array([1.0, 0.1, -0.3])}]
+
+    def run(optimizer):
+        state = optimizer.init(params)
+        for g in grads:
+            updates, state = optimizer.update(g, state, params)
+        return updates["w"]
+
+    ours = run(_outer_optimizer(Config(meta_lr=1e-3, adam_b2=0.99)))
+    np.testing.assert_array_equal(ours, run(optax.adam(1e-3, b2=0.99)))
+    assert not np.array_equal(ours, run(optax.adam(1e-3)))
+    with pytest.raises(ValueError, match="--adam-b2 must be in"):
+        Config(adam_b2=1.0).validate()

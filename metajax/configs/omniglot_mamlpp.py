@@ -2,7 +2,8 @@
 
 The paper trains 5 inner steps for 150 epochs x 500 steps on a GPU; here 3 inner steps (train and
 test: the per-step rates and batch-norm sets are learned for 3 steps), meta-batch 16, 2000 steps,
-first order for the first 500 (DA), multi-step loss annealed over 1000, cosine meta-LR to 1e-5.
+first order for the first 500 (DA), multi-step loss annealed over 1000, cosine meta-LR to 1e-5,
+and Adam with b2 = 0.99 as in the MAML++ code (metajax's default is Adam's 0.999).
 """
 from metajax.configs import omniglot_maml
 
@@ -11,4 +12,4 @@ def get_config():
     return omniglot_maml.get_config().replace(
         algo="mamlpp", inner_steps=3, eval_inner_steps=3, inner_lr=0.4, meta_batch=16,
         steps=2000, options=dict(msl=True, msl_anneal_steps=1000, bnwb=True, bnrs=True, lslr=True),
-        da_steps=500, meta_lr_schedule="cosine", min_meta_lr=1e-5)
+        da_steps=500, meta_lr_schedule="cosine", min_meta_lr=1e-5, adam_b2=0.99)

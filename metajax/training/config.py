@@ -48,6 +48,7 @@ class Config:
     outer_optimizer: str = "adam"   # adam | sgd (Reptile's theta += beta * mean(W - theta))
     meta_lr_schedule: str = "constant"  # constant | cosine (MAML++'s CA: cosine to min_meta_lr)
     min_meta_lr: float = 1e-5
+    adam_b2: float = 0.999          # Adam's second-moment decay (MAML++ uses 0.99)
     # The algorithm's own options, declared by its factory's keyword arguments (e.g. MAML++'s
     # msl/bnwb/bnrs/lslr, Reptile's inner_batch); flags of the chosen --algo (--msl true).
     options: dict = dataclasses.field(default_factory=dict)
@@ -115,6 +116,8 @@ class Config:
                             f"of: {', '.join(META_LR_SCHEDULES)}")
         if self.da_steps < 0:
             problems.append(f"--da-steps must be >= 0, got {self.da_steps}")
+        if not 0.0 <= self.adam_b2 < 1.0:
+            problems.append(f"--adam-b2 must be in [0, 1), got {self.adam_b2}")
         if self.train not in TRAIN_PARTS:
             problems.append(f"unknown --train {self.train!r}; choose one of: "
                             f"{', '.join(TRAIN_PARTS)}")
@@ -304,6 +307,7 @@ FIELD_HELP = {
     "outer_optimizer": ("training", "adam | sgd (Reptile's theta += beta * mean(W - theta))"),
     "meta_lr_schedule": ("training", "constant | cosine (MAML++'s CA: cosine to min_meta_lr)"),
     "min_meta_lr": ("training", "the cosine schedule's final rate"),
+    "adam_b2": ("training", "Adam's second-moment decay (MAML++ uses 0.99)"),
     "steps": ("training", 'meta-steps to train (a resumed run may raise it)'),
     "seed": ("training", 'initialisation, task stream and dropout keys'),
     "seeds": ("training", 'e.g. 0,1,2: train these seeds as one program, each in WORKDIR/seed_S '

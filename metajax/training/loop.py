@@ -723,7 +723,9 @@ def _outer_optimizer(cfg: Config) -> optax.GradientTransformation:
     if cfg.meta_lr_schedule == "cosine":
         rate = optax.cosine_decay_schedule(cfg.meta_lr, cfg.steps,
                                            alpha=min(cfg.min_meta_lr / cfg.meta_lr, 1.0))
-    return {"adam": optax.adam, "sgd": optax.sgd}[cfg.outer_optimizer](rate)
+    if cfg.outer_optimizer == "adam":
+        return optax.adam(rate, b2=cfg.adam_b2)
+    return optax.sgd(rate)
 
 
 def _layer_path(model, params, layer) -> str:
