@@ -3,7 +3,8 @@
 The paper trains 5 inner steps for 150 epochs x 500 steps on a GPU; here 3 inner steps (train and
 test: the per-step rates and batch-norm sets are learned for 3 steps), meta-batch 16, 2000 steps,
 first order for the first 500 (DA), multi-step loss annealed over 1000, cosine meta-LR to 1e-5,
-and Adam with b2 = 0.99 as in the MAML++ code (metajax's default is Adam's 0.999).
+and Adam with b2 = 0.99 (../shared/papers/how_to_train_your_maml.md: "Adam optimizer with
+lr = 0.001, b1 = 0.9, b2=0.99"; metajax's default is Adam's 0.999).
 """
 from metajax.configs import omniglot_maml
 
