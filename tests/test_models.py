@@ -98,3 +98,26 @@ def test_pool_gradient_is_the_same_jitted_and_eager():
     with jax.disable_jit():
         eager = jax.grad(f)(x)
     np.testing.assert_allclose(jax.jit(jax.grad(f))(x), eager, rtol=1e-6, atol=1e-6)
+
+
+def test_conv4_head_input_pool_averages_the_conv4_map():
+    import jax
+    import jax.numpy as jnp
+
+    from metajax.models.functional import as_model
+    from metajax.models.registry import build_model
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 28, 28, 1))
+    pooled = as_model(build_model("conv4", 5, hidden=8, head_input="pool"))
+    flat = as_model(build_model("conv4", 5, hidden=8))
+    params, _ = pooled.init(jax.random.PRNGKey(1), x)
+    flat_params, _ = flat.init(jax.random.PRNGKey(1), x)
+    assert params["head"]["kernel"].shape == (8, 5)  # the head sees `hidden` features
+    assert flat_params["head"]["kernel"].shape == (8 * 2 * 2, 5)
+    # the same body: the pooled features are the flattened map's spatial mean
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, params["body"],
+                                                         flat_params["body"]))
+    flat_features = flat.embed(flat_params, x)[0].reshape(3, 2, 2, 8)
+    assert jnp.allclose(pooled.embed(params, x)[0], flat_features.mean(axis=(1, 2)), atol=1e-6)
+    with pytest.raises(ValueError, match="--head-input pool is an option of the conv4 models"):
+        build_model("mlp", 1, head_input="pool")

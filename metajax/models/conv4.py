@@ -10,11 +10,14 @@ from metajax.models.layers import ConvBlock, ConvImpl
 
 
 class Conv4Body(nn.Module):
-    """Four conv blocks, then flatten. Returns features and, optionally, per-block activations."""
+    """Four conv blocks, then flatten (or average over space: ``head_input="pool"``, the MAML
+    reference code's Omniglot model, whose head sees ``hidden`` features). Returns features and
+    per-block activations."""
 
     hidden: int = 64
     downsample: Literal["stride", "pool"] = "stride"
     conv_impl: ConvImpl = "patches"
+    head_input: Literal["flatten", "pool"] = "flatten"
 
     @nn.compact
     def __call__(self, x):
@@ -22,6 +25,8 @@ class Conv4Body(nn.Module):
         for i in range(1, 5):
             x = ConvBlock(self.hidden, self.downsample, self.conv_impl, name=f"conv{i}")(x)
             activations[f"conv{i}"] = x
+        if self.head_input == "pool":
+            return x.mean(axis=(1, 2)), activations
         return x.reshape(x.shape[0], -1), activations
 
 
@@ -39,7 +44,10 @@ class Conv4(BodyHead):
     hidden: int = 64
     downsample: Literal["stride", "pool"] = "stride"
     conv_impl: ConvImpl = "patches"
+    head_input: Literal["flatten", "pool"] = "flatten"
 
     def setup(self):
-        self.body = Conv4Body(self.hidden, self.downsample, self.conv_impl)
+        if self.head_input not in ("flatten", "pool"):
+            raise ValueError(f"unknown --head-input {self.head_input!r}; use flatten or pool")
+        self.body = Conv4Body(self.hidden, self.downsample, self.conv_impl, self.head_input)
         self.head = nn.Dense(self.num_outputs)

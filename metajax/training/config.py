@@ -37,6 +37,7 @@ class Config:
     matmul_precision: str = "highest"  # float32 matmuls on TPUs/GPUs: default | high | highest
     hidden: int | None = None       # filters / units; None: the paper's
     conv_impl: str = "patches"      # patches | xla
+    head_input: str = "flatten"     # conv4: the head sees the flattened map | its spatial mean
     ways: int = 5
     shots: int = 10                 # K support examples per class (per task for regression)
     query: int = 10                 # query examples per class (per task for regression)
@@ -116,6 +117,9 @@ class Config:
                             f"of: {', '.join(META_LR_SCHEDULES)}")
         if self.da_steps < 0:
             problems.append(f"--da-steps must be >= 0, got {self.da_steps}")
+        if self.head_input not in ("flatten", "pool"):
+            problems.append(f"unknown --head-input {self.head_input!r}; choose one of: flatten, "
+                            "pool")
         if not 0.0 <= self.adam_b2 < 1.0:
             problems.append(f"--adam-b2 must be in [0, 1), got {self.adam_b2}")
         if self.train not in TRAIN_PARTS:
@@ -288,6 +292,8 @@ FIELD_HELP = {
     "head": ("model", 'the model\'s head, a params path (None: "head", or last Dense)'),
     "hidden": ("model", "filters / units; None: the paper's"),
     "conv_impl": ("model", 'patches | xla'),
+    "head_input": ("model", "conv4 models: flatten (the conv4 map) | pool (its spatial mean, "
+                            "MAML's reference Omniglot model)"),
     "eval_bn": ("model", 'stock BatchNorm at evaluation: batch | running statistics'),
     "dtype": ("model", 'compute dtype of forward passes: float32 | bfloat16'),
     "matmul_precision": ("model", 'float32 matmuls on TPUs/GPUs: default | high | highest'),

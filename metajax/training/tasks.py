@@ -118,6 +118,7 @@ def _image_source(cfg, splits: dict, model) -> TaskSource:
     if model is None:
         default = IMAGE_DATASETS[cfg.dataset].model if cfg.dataset in IMAGE_DATASETS else "conv4"
         model = build_model(cfg.model or default, cfg.ways, hidden=cfg.hidden,
+                            head_input=cfg.head_input,
                             conv_impl=cfg.conv_impl)
     return TaskSource(sample, splits, classification(), model,
                       jnp.zeros((cfg.ways * cfg.shots, *image_shape), jnp.float32), placement)
