@@ -17,6 +17,12 @@ import numpy as np
 from metajax.checks import check_key
 from metajax.data.errors import DataError
 
+# uint8 -> [0, 1] is a multiplication by this float32 constant, on the device and on the host,
+# jitted or not. XLA rewrites a division by a constant into exactly this product under jit, but
+# numpy's ``x / 255`` and eager JAX before 0.10.1 divide, which differs in the last bit for about
+# half the values (experiments/version_floors/README.md); the product makes every path agree.
+UINT8_SCALE = np.float32(1) / np.float32(255)
+
 __all__ = ["Episode", "as_count", "check_episode_spec", "sample_episode"]
 
 
@@ -141,7 +147,7 @@ def sample_episode(key: jax.Array, images: jax.Array, *, ways: int, shots: int, 
     x = jnp.asarray(images)[classes[:, None], picks]  # (ways, shots + queries, H, W, Ch)
     x = x.astype(jnp.float32)
     if dtype == np.uint8:
-        x = x / 255.0
+        x = x * UINT8_SCALE
 
     feature_shape = x.shape[2:]
     support_x = x[:, :shots].reshape(ways * shots, *feature_shape)

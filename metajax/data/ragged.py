@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax.checks import check_key, describe
-from metajax.data.episodes import Episode, as_count, check_episode_spec
+from metajax.data.episodes import UINT8_SCALE, Episode, as_count, check_episode_spec
 from metajax.data.errors import DataError
 
 __all__ = ["UINT8_SCALE", "RaggedImages", "episode_indices", "gather_episode",
@@ -218,12 +218,6 @@ def episode_indices(key: jax.Array, offsets: jax.Array, counts: jax.Array, *, wa
     return support_idx, jnp.repeat(labels, shots), query_idx, jnp.repeat(labels, queries)
 
 
-# uint8 -> [0, 1] is a multiplication by this float32 constant, on the device and on the host.
-# Under jit XLA rewrites sample_episode's ``x / 255.0`` into exactly this product (division by a
-# constant becomes multiplication by its float32 reciprocal), while numpy's ``x / 255`` and JAX
-# outside jit divide, which differs in the last bit for about half the values; writing the product
-# makes every path agree (tested on all 256 values).
-UINT8_SCALE = np.float32(1) / np.float32(255)
 
 
 def to_float32(x):
