@@ -298,3 +298,35 @@ def test_the_algorithm_names_listed_without_jax_are_the_registry():
     from metajax.algorithms import ALGORITHMS
     from metajax.data.names import ALGORITHM_NAMES
     assert set(ALGORITHM_NAMES) == set(ALGORITHMS)
+
+
+@pytest.mark.parametrize("where", ["fsync", "replace"])
+def test_ctrl_c_inside_an_atomic_write_leaves_no_temporary(tmp_path, monkeypatch, where):
+    """A KeyboardInterrupt during the write or the rename propagates unchanged, the target keeps
+    its old content and the ``.tmp-<pid>`` file is gone (CI once caught one left by Ctrl-C)."""
+    from metajax.training import checkpoint as ckpt
+
+    target = tmp_path / "config.json"
+    target.write_bytes(b"old")
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.os, where, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.write_atomically(target, b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_own_temporaries_are_removed_and_other_processes_are_not(tmp_path):
+    from metajax.training.workdir import remove_own_temporaries
+
+    (tmp_path / "checkpoints").mkdir()
+    mine = tmp_path / "checkpoints" / f".config.json.tmp-{os.getpid()}"
+    other = tmp_path / "checkpoints" / f".config.json.tmp-{os.getpid() + 1}"
+    for p in (mine, other):
+        p.write_bytes(b"x")
+    remove_own_temporaries(tmp_path)
+    assert not mine.exists() and other.exists()

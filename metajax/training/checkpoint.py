@@ -74,12 +74,15 @@ def _write_temporary(path: Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-    except OSError as e:
+    except BaseException as e:
+        # Also on KeyboardInterrupt: a Ctrl-C mid-write must not leave the temporary behind.
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        raise WorkdirError(os_error_message(e, path)) from None
+        if isinstance(e, OSError):
+            raise WorkdirError(os_error_message(e, path)) from None
+        raise
     return tmp
 
 
@@ -93,9 +96,11 @@ def write_atomically(path: Path, data: bytes) -> None:
     tmp = _write_temporary(path, data)
     try:
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise WorkdirError(os_error_message(e, path)) from None
+        if isinstance(e, OSError):
+            raise WorkdirError(os_error_message(e, path)) from None
+        raise
     _fsync_dir(path.parent)
 
 

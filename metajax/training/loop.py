@@ -33,7 +33,7 @@ from metajax.training.steps import (make_eval_step, make_meta_step, stack_states
                                     step_sample_keys, unstack_state)
 from metajax.training.tasks import make_task_source
 from metajax.training.workdir import (WorkdirError, WorkdirLock, check_contents, os_error_message,
-                                      remove_debris, seed_dir)
+                                      remove_debris, remove_own_temporaries, seed_dir)
 
 # Fixed streams of evaluation tasks, so every run and checkpoint is scored on the same tasks.
 _VAL_STREAM, _TEST_STREAM = 1, 2
@@ -443,6 +443,8 @@ class _Trainer:
             for member in self.members:
                 if member.log is not None:
                     member.log.close()
+                if self.writer:
+                    remove_own_temporaries(member.workdir)
             self.bar.close()
 
     def _step(self, step: int) -> None:

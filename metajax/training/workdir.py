@@ -127,6 +127,17 @@ def remove_debris(workdir) -> list[Path]:
     return removed
 
 
+def remove_own_temporaries(workdir) -> None:
+    """Deletes the temporary files of this process's unfinished writes (``*.tmp-<pid>``), for a
+    run stopped between a write and its rename (Ctrl-C); other processes' files are left alone."""
+    suffix = f".tmp-{os.getpid()}"
+    for folder in (Path(workdir), Path(workdir) / "checkpoints"):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.name.endswith(suffix):
+                    path.unlink(missing_ok=True)
+
+
 def os_error_message(error: OSError, path) -> str:
     """One line: what failed on which path, and the fix."""
     fixes = {
