@@ -28,6 +28,8 @@ _EXPORTS = {
     "maml": "metajax.algorithms",
     "meta_loss": "metajax.core",
     "partition": "metajax.core",
+    "multiclass": "metajax.algorithms",
+    "multitask": "metajax.algorithms",
     "pretrain": "metajax.algorithms",
     "protomaml": "metajax.algorithms",
     "protonets": "metajax.algorithms",

@@ -69,7 +69,7 @@ def task_keys(key, count: int = 2):
 
 # Arguments every algorithm factory is called with, or that the training loop sets itself.
 COMMON_ARGUMENTS = ("model", "objective", "inner_lr", "inner_steps", "unroll", "mask", "remat",
-                    "first_order")
+                    "first_order", "ways")
 
 
 def declared_options(factory: Callable) -> dict:
@@ -83,6 +83,13 @@ def declared_options(factory: Callable) -> dict:
     return {p.name: p.default for p in parameters
             if p.name not in COMMON_ARGUMENTS and p.default is not p.empty
             and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def trains_on(factory: Callable) -> str:
+    """What an algorithm's training steps draw, as its factory declares (``factory.trains_on``):
+    ``"tasks"`` (episodes; the default) or ``"class_batches"`` (class-labelled batches of the
+    whole training split, the model having one output per training class: multiclass)."""
+    return getattr(factory, "trains_on", "tasks")
 
 
 def supports(factory: Callable, option: str) -> bool:

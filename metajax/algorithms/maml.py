@@ -181,9 +181,10 @@ def anil(model, objective: Objective, *, inner_lr: float, inner_steps: int,
 anil.adapts_head_only = True
 
 
-def pretrain(model, objective: Objective, *, inner_lr: float, inner_steps: int = 0,
-             unroll: int | bool = True) -> MetaLearner:
-    """The transfer baseline of MAML's sinusoid experiment: train one model on all tasks jointly.
+def multitask(model, objective: Objective, *, inner_lr: float, inner_steps: int = 0,
+              unroll: int | bool = True) -> MetaLearner:
+    """Multitask training: one model trained on all tasks jointly (MAML's sinusoid transfer
+    baseline; Raghu et al.'s "multitask" body of Table 5). ``pretrain`` is the same factory.
 
     Meta-training minimises L_{S u Q}(theta) with no inner loop; test time fine-tunes with
     ``steps`` SGD steps of size ``inner_lr`` on the support set, like MAML.
@@ -194,9 +195,9 @@ def pretrain(model, objective: Objective, *, inner_lr: float, inner_steps: int =
 
     def task_grad(params, task, step=0, *, key=None, state=None):
         del step  # not annealed
-        (xs, ys), (xq, yq) = check_task(task, "pretrain task_grad",
+        (xs, ys), (xq, yq) = check_task(task, "multitask task_grad",
                                         getattr(objective, "kind", None))
-        check_key(key, "key", "pretrain task_grad")
+        check_key(key, "key", "multitask task_grad")
         x, y = jnp.concatenate([xs, xq]), jnp.concatenate([ys, yq])
 
         def joint_loss(p):
@@ -208,3 +209,6 @@ def pretrain(model, objective: Objective, *, inner_lr: float, inner_steps: int =
         return grads, metrics, new_state
 
     return base._replace(task_grad=task_grad)
+
+
+pretrain = multitask  # the name of earlier metajax versions (configs and runs still use it)

@@ -5,9 +5,10 @@ import inspect
 
 from metajax.algorithms.base import MetaLearner, supports
 from metajax.algorithms.boil import boil
-from metajax.algorithms.maml import anil, fomaml, maml, pretrain
+from metajax.algorithms.maml import anil, fomaml, maml, multitask, pretrain
 from metajax.algorithms.mamlpp import mamlpp
 from metajax.algorithms.metasgd import metasgd
+from metajax.algorithms.multiclass import multiclass
 from metajax.algorithms.protomaml import protomaml
 from metajax.algorithms.protonets import protonets
 from metajax.algorithms.reptile import reptile
@@ -21,7 +22,9 @@ ALGORITHMS = {
     "reptile": reptile,
     "metasgd": metasgd,
     "mamlpp": mamlpp,
-    "pretrain": pretrain,
+    "multitask": multitask,
+    "pretrain": pretrain,  # multitask's earlier name: algorithm_name() writes "multitask"
+    "multiclass": multiclass,
     "protonets": protonets,
     "protomaml": protomaml,
 }
@@ -48,7 +51,8 @@ def get_factory(name: str):
 
 
 def make_algorithm(name, model, objective, *, inner_lr: float, inner_steps: int,
-                   unroll: int | bool = True, mask=None, **options) -> MetaLearner:
+                   unroll: int | bool = True, mask=None, ways: int | None = None,
+                   **options) -> MetaLearner:
     """Builds an algorithm from its name, import path or factory.
 
     ``mask`` (which params the inner loop adapts) goes to factories that take one (see
@@ -66,6 +70,10 @@ def make_algorithm(name, model, objective, *, inner_lr: float, inner_steps: int,
         options["mask"] = mask
     if supports(factory, "unroll"):
         options["unroll"] = unroll
+    if supports(factory, "ways"):
+        if ways is None:
+            raise ValueError(f"{label} needs ways= (N of the N-way tasks it is evaluated on)")
+        options["ways"] = ways
     unknown = [k for k in options if not supports(factory, k)]
     if unknown:
         raise ValueError(f"algorithm {label} does not take option(s) {', '.join(unknown)}")

@@ -7,4 +7,4 @@ from metajax.configs import default
 
 
 def get_config():
-    return default.get_config().replace(algo="pretrain", inner_lr=0.003)
+    return default.get_config().replace(algo="multitask", inner_lr=0.003)

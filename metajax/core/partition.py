@@ -109,3 +109,29 @@ def freeze_mask(params: PyTree, frozen_paths) -> PyTree:
             else:
                 node = node[key]
     return mask
+
+
+# Leaves that are batch norm's learned params: the built-in ConvBlock's ``scale``/``offset``, and
+# every leaf of a Flax ``nn.BatchNorm`` (auto-named ``BatchNorm_<i>``).
+_BN_LEAVES = ("scale", "offset")
+_BN_MODULE_PREFIXES = ("BatchNorm",)
+
+
+def _is_batch_norm(path) -> bool:
+    keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+    return (bool(keys) and keys[-1] in _BN_LEAVES) or any(
+        k.startswith(_BN_MODULE_PREFIXES) for k in keys[:-1])
+
+
+def batch_norm_mask(params: PyTree) -> PyTree:
+    """A mask that adapts everything except batch norm's learned params (MAML's reference code
+    keeps them out of the inner loop): the ``scale``/``offset`` leaves of metajax's conv blocks and
+    the leaves of Flax ``nn.BatchNorm`` modules (named ``BatchNorm_<i>``)."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: not _is_batch_norm(path), params)
+
+
+def mask_and(first: PyTree, second: PyTree, params: PyTree) -> PyTree:
+    """Adapts a leaf when both masks (trees, prefixes or functions of ``params``) adapt it."""
+    def full(mask):
+        return broadcast_mask(mask(params) if callable(mask) else mask, params)
+    return jax.tree_util.tree_map(lambda a, b: a and b, full(first), full(second))

@@ -25,6 +25,7 @@ _EXPORTS = {
     "omniglot_split_indices": "metajax.data.omniglot",
     "resolve_data_dir": "metajax.data.files",
     "safe_extract": "metajax.data.archives",
+    "sample_class_batch": "metajax.data.batches",
     "sample_episode": "metajax.data.episodes",
     "sample_ragged_episode": "metajax.data.ragged",
     "sample_sinusoid_task": "metajax.data.sinusoid",

@@ -2,5 +2,5 @@
 
 VERIFIABLE = ("omniglot", "miniimagenet", "cifar-fs", "fc100", "folder")
 BENCHMARKS = ("omniglot-runs",)  # metajax eval --benchmark (metajax.training.benchmarks)
-ALGORITHM_NAMES = ("maml", "fomaml", "anil", "boil", "reptile", "metasgd", "mamlpp", "pretrain",
-                   "protonets", "protomaml")  # metajax.algorithms.registry.ALGORITHMS (tested)
+ALGORITHM_NAMES = ("maml", "fomaml", "anil", "boil", "reptile", "metasgd", "mamlpp", "multitask",
+                   "pretrain", "multiclass", "protonets", "protomaml")  # metajax.algorithms.registry.ALGORITHMS (tested)

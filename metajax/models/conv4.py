@@ -18,12 +18,14 @@ class Conv4Body(nn.Module):
     downsample: Literal["stride", "pool"] = "stride"
     conv_impl: ConvImpl = "patches"
     head_input: Literal["flatten", "pool"] = "flatten"
+    bn: Literal["scale-offset", "offset-only"] = "scale-offset"
 
     @nn.compact
     def __call__(self, x):
         activations = {}
         for i in range(1, 5):
-            x = ConvBlock(self.hidden, self.downsample, self.conv_impl, name=f"conv{i}")(x)
+            x = ConvBlock(self.hidden, self.downsample, self.conv_impl, self.bn,
+                          name=f"conv{i}")(x)
             activations[f"conv{i}"] = x
         if self.head_input == "pool":
             return x.mean(axis=(1, 2)), activations
@@ -35,6 +37,7 @@ class Conv4(BodyHead):
 
     Omniglot variant: 64 filters, stride-2 convolutions (``downsample="stride"``).
     MiniImageNet variant: 32 filters, 2x2 max-pool (``downsample="pool"``).
+    ``bn="offset-only"``: batch norm learns only its offset (MAML's reference code).
 
     Methods as :class:`BodyHead`; activations are ``conv1``..``conv4`` and ``head``, ``embed``
     gives the flattened conv4 output.
@@ -45,9 +48,11 @@ class Conv4(BodyHead):
     downsample: Literal["stride", "pool"] = "stride"
     conv_impl: ConvImpl = "patches"
     head_input: Literal["flatten", "pool"] = "flatten"
+    bn: Literal["scale-offset", "offset-only"] = "scale-offset"
 
     def setup(self):
         if self.head_input not in ("flatten", "pool"):
             raise ValueError(f"unknown --head-input {self.head_input!r}; use flatten or pool")
-        self.body = Conv4Body(self.hidden, self.downsample, self.conv_impl, self.head_input)
+        self.body = Conv4Body(self.hidden, self.downsample, self.conv_impl, self.head_input,
+                              self.bn)
         self.head = nn.Dense(self.num_outputs)

@@ -71,6 +71,9 @@ def _max_pool_2x2_jvp(primals, tangents):
     return jax.jvp(_max_pool_by_reshape, primals, tangents)
 
 
+BN_PARAMS = ("scale-offset", "offset-only")  # the learned params of batch norm
+
+
 def batch_moments(x):
     """Per-channel mean and (biased) variance of a batch ``(B, H, W, C)``."""
     mean = x.mean(axis=(0, 1, 2))

@@ -16,7 +16,8 @@ MODELS = ("conv4", "conv4-pool", "mlp", "resnet12")
 
 
 def build_model(name: str, num_outputs: int, *, hidden: int | None = None,
-                conv_impl: str = "patches", head_input: str = "flatten") -> nn.Module:
+                conv_impl: str = "patches", head_input: str = "flatten",
+                bn: str = "scale-offset") -> nn.Module:
     """Builds a backbone by name.
 
     Args:
@@ -30,10 +31,14 @@ def build_model(name: str, num_outputs: int, *, hidden: int | None = None,
         always uses Flax's native ``nn.Conv`` and ignores it.
       head_input: Conv4's features for the head: ``"flatten"`` (the conv4 map flattened) or
         ``"pool"`` (averaged over space, ``hidden`` features: MAML's reference Omniglot model).
+      bn: Conv4's batch-norm params: ``"scale-offset"`` or ``"offset-only"`` (MAML's reference).
     """
     if head_input != "flatten" and name not in ("conv4", "conv4-pool"):
         raise ValueError(f"--head-input {head_input} is an option of the conv4 models; "
                          f"--model {name} does not take it")
+    if bn != "scale-offset" and name not in ("conv4", "conv4-pool"):
+        raise ValueError(f"--bn {bn} is an option of the conv4 models; --model {name} does not "
+                         "take it")
     if is_import_path(name):
         factory = load_object(name, flag="--model", what="a model factory")
         options = {"hidden": hidden} if hidden is not None else {}
@@ -50,9 +55,9 @@ def build_model(name: str, num_outputs: int, *, hidden: int | None = None,
                              "`def factory(num_outputs): return MyNet(num_outputs)`")
         return module
     if name == "conv4":
-        return Conv4(num_outputs, hidden or 64, "stride", conv_impl, head_input)
+        return Conv4(num_outputs, hidden or 64, "stride", conv_impl, head_input, bn)
     if name == "conv4-pool":
-        return Conv4(num_outputs, hidden or 32, "pool", conv_impl, head_input)
+        return Conv4(num_outputs, hidden or 32, "pool", conv_impl, head_input, bn)
     if name == "mlp":
         return MLP(num_outputs, (hidden or 40,) * 2)
     if name == "resnet12":

@@ -41,7 +41,7 @@ __all__ = ["BENCHMARKS", "HEADS", "evaluate_omniglot_runs"]
 from metajax.data.names import BENCHMARKS  # noqa: E402,F401 (re-exported)
 HEADS = ("learned", "nil", "zero")
 # Algorithms whose meta-parameters are exactly the model's params, so a zero head can be put in.
-_ZERO_HEAD_ALGOS = ("maml", "fomaml", "anil", "reptile", "pretrain")
+_ZERO_HEAD_ALGOS = ("maml", "fomaml", "anil", "reptile", "multitask", "pretrain")
 
 
 def evaluate_omniglot_runs(workdir, *, inner_steps: int | None = None, head: str = "learned",
@@ -97,9 +97,10 @@ def evaluate_omniglot_runs(workdir, *, inner_steps: int | None = None, head: str
         learner = nil(learner, run.model, RUN_WAYS)
     elif head == "zero":
         model = as_model(build_model(cfg.model or "conv4", RUN_WAYS, hidden=cfg.hidden,
-                                     conv_impl=cfg.conv_impl), head=cfg.head)
+                                     conv_impl=cfg.conv_impl, head_input=cfg.head_input,
+                                     bn=cfg.bn), head=cfg.head)
         learner = make_algorithm(cfg.algo, model, run.source.objective, inner_lr=cfg.inner_lr,
-                                 inner_steps=cfg.inner_steps, unroll=cfg.unroll)
+                                 inner_steps=cfg.inner_steps, unroll=cfg.unroll, ways=RUN_WAYS)
         fresh, _ = model.init(jax.random.PRNGKey(0), jnp.zeros((RUN_WAYS, 28, 28, 1)))
         params = run.learner.params_of(state.params)
         zero_head = jax.tree.map(jnp.zeros_like, model.head_params(fresh))

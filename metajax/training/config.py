@@ -18,6 +18,7 @@ EVAL_BN = ("batch", "running")
 DTYPES = ("float32", "bfloat16")
 MATMUL_PRECISIONS = ("default", "high", "highest")
 TRAIN_PARTS = ("all", "head")
+BN_PARAMS = ("scale-offset", "offset-only")  # = metajax.models.layers.BN_PARAMS (tested)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +39,13 @@ class Config:
     hidden: int | None = None       # filters / units; None: the paper's
     conv_impl: str = "patches"      # patches | xla
     head_input: str = "flatten"     # conv4: the head sees the flattened map | its spatial mean
+    bn: str = "scale-offset"        # conv4: batch norm learns scale and offset | offset-only
+    adapt_bn: bool = True           # the inner loop adapts batch norm's params (MAML's code: no)
     ways: int = 5
     shots: int = 10                 # K support examples per class (per task for regression)
     query: int = 10                 # query examples per class (per task for regression)
     meta_batch: int = 25
+    batch_size: int = 64            # multiclass: class-labelled images per training batch
     inner_steps: int = 1
     eval_inner_steps: int = 10
     inner_lr: float = 0.01
@@ -97,7 +101,8 @@ class Config:
     def validate(self) -> "Config":
         """Raises ValueError with the fix for settings that cannot work."""
         problems = []
-        for name in ("shots", "query", "meta_batch", "steps", "eval_tasks", "eval_batch",
+        for name in ("shots", "query", "meta_batch", "batch_size", "steps", "eval_tasks",
+                     "eval_batch",
                      "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -120,6 +125,8 @@ class Config:
         if self.head_input not in ("flatten", "pool"):
             problems.append(f"unknown --head-input {self.head_input!r}; choose one of: flatten, "
                             "pool")
+        if self.bn not in BN_PARAMS:
+            problems.append(f"unknown --bn {self.bn!r}; choose one of: {', '.join(BN_PARAMS)}")
         if not 0.0 <= self.adam_b2 < 1.0:
             problems.append(f"--adam-b2 must be in [0, 1), got {self.adam_b2}")
         if self.train not in TRAIN_PARTS:
@@ -178,6 +185,10 @@ class Config:
             problems.append(f"--train head needs an algorithm whose inner loop can be limited to "
                             f"the head (its factory takes mask=, or adapts only the head, like "
                             f"anil); {self.algo} does not")
+        if not self.adapt_bn and not (supports(factory, "mask")
+                                      or getattr(factory, "adapts_head_only", False)):
+            problems.append(f"--adapt-bn false needs an algorithm whose inner loop adapts a chosen "
+                            f"part of the model (its factory takes mask=); {self.algo} does not")
         if self.da_steps and not supports(factory, "first_order"):
             problems.append(f"--da-steps needs an algorithm with a first-order variant (its "
                             f"factory takes first_order=); {self.algo} does not")
@@ -294,6 +305,10 @@ FIELD_HELP = {
     "conv_impl": ("model", 'patches | xla'),
     "head_input": ("model", "conv4 models: flatten (the conv4 map) | pool (its spatial mean, "
                             "MAML's reference Omniglot model)"),
+    "bn": ("model", "conv4 models' batch norm learns: scale-offset | offset-only (MAML's "
+                    "reference code)"),
+    "adapt_bn": ("algorithm", "the inner loop adapts batch norm's params (false: they are "
+                              "learned in the outer loop only, as in MAML's reference code)"),
     "eval_bn": ("model", 'stock BatchNorm at evaluation: batch | running statistics'),
     "dtype": ("model", 'compute dtype of forward passes: float32 | bfloat16'),
     "matmul_precision": ("model", 'float32 matmuls on TPUs/GPUs: default | high | highest'),
@@ -309,6 +324,8 @@ FIELD_HELP = {
     "unroll": ("algorithm", 'unroll the inner-loop scan (fast on CPU, slower to compile)'),
     "remat": ("algorithm", 'recompute inner steps in the backward pass (memory flat in steps)'),
     "meta_batch": ("training", 'tasks per meta-step (a multiple of the device count)'),
+    "batch_size": ("training", "--algo multiclass: class-labelled images per training batch "
+                               "(each of the meta-batch's tasks is one such batch)"),
     "meta_lr": ("training", "outer optimiser's rate (beta)"),
     "outer_optimizer": ("training", "adam | sgd (Reptile's theta += beta * mean(W - theta))"),
     "meta_lr_schedule": ("training", "constant | cosine (MAML++'s CA: cosine to min_meta_lr)"),

@@ -16,11 +16,10 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from metajax.algorithms.base import MetaLearner
+from metajax.algorithms.base import MetaLearner, supports, trains_on
 from metajax.algorithms.nil import nil
-from metajax.algorithms.base import supports
 from metajax.algorithms.registry import algorithm_name, get_factory, make_algorithm
-from metajax.core.partition import freeze_mask
+from metajax.core.partition import batch_norm_mask, freeze_mask, mask_and
 from metajax.data.host_stream import HostEpisodeStream, host_batch, put_host_batch
 from metajax.models.functional import as_model
 from metajax.training import checkpoint, history, transfer
@@ -57,10 +56,13 @@ class _Run:
 
     def __init__(self, cfg: Config, *, model=None, data=None, learner=None):
         self.cfg = cfg.validate()
-        self.source = make_task_source(cfg, model=model, data=data)
+        self._algorithm = learner if learner is not None else cfg.algo
+        factory = (learner if callable(learner) else
+                   None if isinstance(learner, MetaLearner) else get_factory(cfg.algo))
+        class_batches = factory is not None and trains_on(factory) == "class_batches"
+        self.source = make_task_source(cfg, model=model, data=data, class_batches=class_batches)
         self.model = as_model(self.source.model, head=cfg.head, eval_bn=cfg.eval_bn,
                               compute_dtype=cfg.dtype)
-        self._algorithm = learner if learner is not None else cfg.algo
         self.learner = self.make_learner()
         outer = _outer_optimizer(cfg)
         if cfg.train == "head":  # the body stays where it started, in the outer loop too
@@ -86,9 +88,13 @@ class _Run:
         if cfg.train == "head" and supports(factory, "mask"):
             # only the head adapts (a test-time freeze mask is subsumed: it freezes body layers)
             options["mask"] = (model or self.model).head_mask
+        elif not cfg.adapt_bn:
+            given = options.get("mask")
+            options["mask"] = (batch_norm_mask if given is None else
+                               lambda params: mask_and(given, batch_norm_mask, params))
         return make_algorithm(self._algorithm, model or self.model, self.source.objective,
                               inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
-                              unroll=cfg.unroll, **options)
+                              unroll=cfg.unroll, ways=cfg.ways, **options)
 
     def initial_state(self, seed: int | None = None) -> TrainState:
         """The state before training, for ``seed`` (default: the config's)."""
@@ -400,13 +406,14 @@ class _Trainer:
                 self.train_data = replicate(self.train_data, mesh)
         self.state = state
         seeds = dict(seeds=self.stacked, seed_chunk=cfg.seed_chunk)
-        self.meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample,
+        self.meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample_train,
                                         cfg.meta_batch, mesh=mesh, task_chunk=cfg.task_chunk,
                                         presampled=host, **seeds)
         # Derivative-order annealing: a second compiled step, first order, for the first
         # da_steps steps; switching between two compiled functions retraces nothing.
         self.first_order_step = (
-            make_meta_step(run.make_learner(first_order=True), run.optimizer, run.source.sample,
+            make_meta_step(run.make_learner(first_order=True), run.optimizer,
+                           run.source.sample_train,
                            cfg.meta_batch, mesh=mesh, task_chunk=cfg.task_chunk,
                            presampled=host, **seeds)
             if cfg.da_steps > start else None)

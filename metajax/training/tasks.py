@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax.algorithms.objectives import Objective, classification, regression
+from metajax.data.batches import sample_class_batch
 from metajax.data.episodes import check_episode_spec, sample_episode
 from metajax.data.errors import DataError
 from metajax.data.host_stream import choose_placement, split_nbytes
@@ -28,6 +29,8 @@ class TaskSource(NamedTuple):
     ``placement`` says where ``splits`` live: ``"device"`` (sampled inside the jitted step) or
     ``"host"`` (``RaggedImages`` in host memory; each step's tasks are drawn on the host from the
     same keys, with the same indices, and prefetched: ``metajax.data.host_stream``).
+    ``train_sample`` draws the training steps' tasks when they differ from the evaluation
+    episodes (multiclass training's class-labelled batches); ``None``: ``sample``.
     """
 
     sample: Callable[[Any, Any], Any]
@@ -36,9 +39,15 @@ class TaskSource(NamedTuple):
     model: Any
     sample_input: Any
     placement: str = "device"
+    train_sample: Callable[[Any, Any], Any] | None = None
+
+    @property
+    def sample_train(self) -> Callable[[Any, Any], Any]:
+        """What a training step draws its tasks with."""
+        return self.train_sample if self.train_sample is not None else self.sample
 
 
-def make_task_source(cfg, *, model=None, data=None) -> TaskSource:
+def make_task_source(cfg, *, model=None, data=None, class_batches: bool = False) -> TaskSource:
     """Builds the task source of ``cfg``; ``model``/``data`` replace the config's own.
 
     Args:
@@ -47,15 +56,25 @@ def make_task_source(cfg, *, model=None, data=None) -> TaskSource:
       data: a ``TaskSource``, or ``{"train", "val", "test"}`` splits, each a dense
         ``(classes, examples, H, W, C)`` array or a ``metajax.data.RaggedImages``; replaces
         ``cfg.dataset``.
+      class_batches: training draws ``cfg.batch_size`` class-labelled images of the whole
+        training split per step (multiclass pretraining), and the built-in model gets one output
+        per training class; evaluation still draws N-way episodes.
     """
     if isinstance(data, TaskSource):
+        if class_batches and data.train_sample is None:
+            raise ValueError(f"--algo {cfg.algo} trains on class-labelled batches: give your "
+                             "TaskSource a train_sample (e.g. metajax.data.sample_class_batch), "
+                             "or pass the splits themselves as data={'train', 'val', 'test'}")
         return data if model is None else data._replace(model=model)
     if data is not None:
-        return _image_source(cfg, _check_splits(data), model)
+        return _image_source(cfg, _check_splits(data), model, class_batches)
+    if class_batches and cfg.dataset == "sinusoid":
+        raise ValueError(f"--algo {cfg.algo} trains a classifier over the training classes; "
+                         "choose an image --dataset (sinusoid tasks have no classes)")
     if cfg.dataset == "sinusoid":
         sample = functools.partial(_sample_sinusoid, shots=cfg.shots, queries=cfg.query)
-        model = model if model is not None else build_model(cfg.model or "mlp", 1,
-                                                            hidden=cfg.hidden)
+        model = model if model is not None else build_model(
+            cfg.model or "mlp", 1, hidden=cfg.hidden, head_input=cfg.head_input, bn=cfg.bn)
         return TaskSource(sample, {"train": None, "val": None, "test": None}, regression(), model,
                           jnp.zeros((cfg.shots, 1)))
     if cfg.dataset == "folder":
@@ -65,10 +84,10 @@ def make_task_source(cfg, *, model=None, data=None) -> TaskSource:
             raise DataError("--dataset folder needs --data-dir ROOT, a folder with train/, val/ "
                             "and test/, each holding one sub-folder of images per class")
         return _image_source(cfg, load_folder(cfg.data_dir, image_size=cfg.image_size,
-                                              progress=True), model)
+                                              progress=True), model, class_batches)
     if cfg.dataset in IMAGE_DATASETS:
         splits = load_splits(cfg.dataset, cfg.data_dir, source=cfg.source, progress=True)
-        return _image_source(cfg, splits._asdict(), model)
+        return _image_source(cfg, splits._asdict(), model, class_batches)
     raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)}, "
                      "or pass your own splits to train_and_evaluate(data=...)")
 
@@ -81,7 +100,7 @@ def _check_splits(data) -> dict:
     return dict(data)
 
 
-def _image_source(cfg, splits: dict, model) -> TaskSource:
+def _image_source(cfg, splits: dict, model, class_batches: bool = False) -> TaskSource:
     """A classification source over image splits, dense or ragged, on the device or the host."""
     # The split with the fewest classes first, so that a --ways error states the binding limit.
     def num_classes(name):
@@ -113,15 +132,33 @@ def _image_source(cfg, splits: dict, model) -> TaskSource:
         sample = functools.partial(sample_episode, ways=cfg.ways, shots=cfg.shots,
                                    queries=cfg.query)
         image_shape = tuple(np.shape(splits["train"])[2:])
+    train_sample, outputs = None, cfg.ways
+    if class_batches:
+        if ragged:
+            raise DataError(f"--algo {cfg.algo} draws class-labelled batches from a dense "
+                            "training split on the device; this run's data is ragged or on the "
+                            "host: use --data-on device with a dataset whose classes hold equally "
+                            "many images")
+        train_sample = functools.partial(sample_class_batch, batch_size=cfg.batch_size)
+        outputs = num_classes("train")
+        _check_batch_size(cfg, np.shape(splits["train"]))
     if placement == "device":
         splits = {k: jax.device_put(v) for k, v in splits.items()}
     if model is None:
         default = IMAGE_DATASETS[cfg.dataset].model if cfg.dataset in IMAGE_DATASETS else "conv4"
-        model = build_model(cfg.model or default, cfg.ways, hidden=cfg.hidden,
-                            head_input=cfg.head_input,
-                            conv_impl=cfg.conv_impl)
+        model = build_model(cfg.model or default, outputs, hidden=cfg.hidden,
+                            head_input=cfg.head_input, conv_impl=cfg.conv_impl, bn=cfg.bn)
     return TaskSource(sample, splits, classification(), model,
-                      jnp.zeros((cfg.ways * cfg.shots, *image_shape), jnp.float32), placement)
+                      jnp.zeros((cfg.ways * cfg.shots, *image_shape), jnp.float32), placement,
+                      train_sample)
+
+
+def _check_batch_size(cfg, train_shape) -> None:
+    total = int(train_shape[0]) * int(train_shape[1])
+    if not 1 <= cfg.batch_size <= total:
+        raise DataError(f"--batch-size {cfg.batch_size} must be between 1 and the {total} images "
+                        f"of the training split ({train_shape[0]} classes x {train_shape[1]}); "
+                        "lower it")
 
 
 def _sample_sinusoid(key, data, *, shots, queries):
