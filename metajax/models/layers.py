@@ -99,18 +99,25 @@ class ConvBlock(nn.Module):
     ``apply`` hold a ``"bn_stats"`` collection (``{"mean", "var"}`` per block): then with those.
     With ``mutable=["moments"]`` the batch statistics used are returned (sown), which is how
     MAML++ accumulates running statistics; otherwise sowing costs nothing.
+
+    ``bn="offset-only"`` learns only batch norm's offset (its scale is fixed at 1), as MAML's
+    reference implementation does; ``"scale-offset"`` learns both.
     """
 
     features: int
     downsample: Literal["stride", "pool"] = "stride"
     conv_impl: ConvImpl = "patches"
+    bn: Literal["scale-offset", "offset-only"] = "scale-offset"
 
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, c, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        scale = self.param("scale", nn.initializers.ones, (self.features,))
+        if self.bn not in BN_PARAMS:
+            raise ValueError(f"unknown --bn {self.bn!r}; choose one of: {', '.join(BN_PARAMS)}")
+        scale = (self.param("scale", nn.initializers.ones, (self.features,))
+                 if self.bn == "scale-offset" else 1.0)
         offset = self.param("offset", nn.initializers.zeros, (self.features,))
         stride = 2 if self.downsample == "stride" else 1
         y = conv3x3(x, kernel.astype(x.dtype), stride=stride, impl=self.conv_impl) + bias
