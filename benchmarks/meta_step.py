@@ -47,6 +47,7 @@ import optax
 from metajax.algorithms import MetaLearner, classification, make_algorithm
 from metajax.data.episodes import sample_episode
 from metajax.models import build_model, init_params
+from metajax.models.conv import CONV_IMPLS, resolve_conv_impl
 from metajax.training import (create_train_state, default_task_chunk, make_eval_step,
                                make_meta_step)
 from metajax.training.sharding import replicate, task_mesh
@@ -86,7 +87,7 @@ def setup(workload: str, algo: str, *, conv_impl: str = "patches", unroll=True,
         WORKLOADS[workload]
     images = jax.random.randint(jax.random.PRNGKey(0), (ways * 4, shots + queries, *shape), 0, 256
                                 ).astype(jnp.uint8)
-    model = build_model(model_name, ways, conv_impl=conv_impl)
+    model = build_model(model_name, ways, conv_impl=resolve_conv_impl(conv_impl, algo))
     inner_steps = inner_steps or default_steps
     learner = make_algorithm(algo, model, classification(), inner_lr=inner_lr,
                              inner_steps=inner_steps, unroll=unroll,
@@ -109,6 +110,8 @@ def prepare(workload: str, algo: str, *, conv_impl: str, unroll,
       no-argument functions ``"step"`` (one meta-step) and, with ``adapt``, ``"adapt"``, each
       already run once with ``warm`` (``--compile-only`` runs nothing).
     """
+    task_chunk = default_task_chunk() if task_chunk is None else task_chunk
+    conv_impl = resolve_conv_impl(conv_impl, algo, task_chunk=task_chunk)
     images, sample, learner, params, meta_batch, inner_steps = setup(
         workload, algo, conv_impl=conv_impl, unroll=unroll, remat=remat, meta_batch=meta_batch,
         inner_steps=inner_steps)
@@ -119,7 +122,6 @@ def prepare(workload: str, algo: str, *, conv_impl: str, unroll,
     if devices > 1:
         mesh = task_mesh(jax.devices()[:devices])
         state, images = replicate(state, mesh), replicate(images, mesh)
-    task_chunk = default_task_chunk() if task_chunk is None else task_chunk
     meta_step = make_meta_step(learner, optimizer, sample, meta_batch, mesh=mesh,
                                task_chunk=task_chunk)
     tic = time.perf_counter()
@@ -249,7 +251,9 @@ def main(argv=None) -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--algos", default="maml,fomaml,anil")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--conv-impl", default="patches", choices=("patches", "xla"))
+    parser.add_argument("--conv-impl", default="auto", choices=("auto", *CONV_IMPLS),
+                        help="auto: metajax's choice per algorithm, backend and task chunk "
+                             "(metajax.models.conv.default_conv_impl)")
     parser.add_argument("--unroll", default="true", choices=("true", "1"),
                         help="inner-loop scan unrolling: full (true) or rolled (1)")
     parser.add_argument("--remat", default="false", choices=("false", "true", "both"),

@@ -1,10 +1,11 @@
 """Layers of the few-shot backbones.
 
-Convolutions are written as shifted slices + one matmul ("patches"). Under ``vmap`` over per-task
-weights that becomes a batched matmul, which XLA compiles to fast code on CPU and GPU alike; the
-native convolution becomes a grouped convolution whose second derivative XLA:CPU runs very slowly
-(see ``../shared/notes/performance-findings.md``). ``conv_impl="xla"`` keeps the native op for
-comparison.
+The 3x3 convolution has three implementations, chosen by ``conv_impl`` and defined in
+``metajax.models.conv``: ``"patches"`` (shifted slices + one matmul; under ``vmap`` over
+per-task weights a batched matmul, fast on CPU and GPU alike, where the native convolution
+becomes a grouped convolution XLA:CPU runs slowly, see ``../shared/notes/performance-findings.md``),
+``"xla"`` (the native op) and ``"hybrid"`` (a ``custom_vjp``: native forward and input-gradient,
+patches kernel-gradient, at every derivative order).
 """
 from __future__ import annotations
 
@@ -14,29 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ConvImpl = Literal["patches", "xla"]
-
-
-def conv3x3(x, kernel, *, stride: int = 1, impl: ConvImpl = "patches"):
-    """3x3 'SAME' convolution of a batch ``x`` (B, H, W, C) with ``kernel`` (3, 3, C, F)."""
-    if impl == "xla":
-        return jax.lax.conv_general_dilated(
-            x, kernel, window_strides=(stride, stride), padding="SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    if impl != "patches":
-        raise ValueError(f"unknown conv_impl {impl!r}; use 'patches' or 'xla'")
-    _, h, w, c = x.shape
-    out_h, out_w = -(-h // stride), -(-w // stride)
-    # 'SAME' padding as XLA defines it: the extra row/column (odd total) goes to the bottom/right.
-    pad_h = max((out_h - 1) * stride + 3 - h, 0)
-    pad_w = max((out_w - 1) * stride + 3 - w, 0)
-    xp = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
-    shifted = [
-        xp[:, di:di + (out_h - 1) * stride + 1:stride, dj:dj + (out_w - 1) * stride + 1:stride, :]
-        for di in range(3) for dj in range(3)
-    ]
-    patches = jnp.concatenate(shifted, axis=-1)  # (B, out_h, out_w, 9C), ordered (di, dj, c)
-    return patches @ kernel.reshape(9 * c, kernel.shape[-1])
+from metajax.models.conv import ConvImpl, conv3x3  # noqa: F401  (re-exported)
 
 
 def _max_pool_by_reshape(x):

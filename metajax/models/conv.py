@@ -1,0 +1,251 @@
+"""3x3 'SAME' convolutions of a batch ``x`` (B, H, W, C) with a kernel (3, 3, C, F).
+
+Three implementations, with the same values and derivatives of every order:
+
+* ``"patches"``: 9 shifted strided slices concatenated into patches (B, H', W', 9C), then one
+  matmul with the kernel as (9C, F). Every derivative is a matmul or a slice/pad. Under ``vmap``
+  over per-task kernels it stays a batched matmul.
+* ``"xla"``: XLA's native convolution (``lax.conv_general_dilated``); JAX differentiates it, and
+  its derivatives again, by its own rules.
+* ``"hybrid"``: every derivative, of every order, is one of three bilinear maps, each run on the
+  kernel XLA:CPU runs fastest in a meta-step: the forward convolution and the input-gradient (a
+  transposed convolution) natively, the kernel-gradient (a correlation of the input with the
+  output cotangent, which XLA:CPU runs as a slow generic loop inside a meta-step) as a patches
+  matmul.
+
+Why "hybrid" stays on those three maps at every order: with ``T(x, k, g) = <conv(x, k), g>``
+the maps are its partial derivatives, ``conv = dT/dg``, ``input_grad = dT/dx``,
+``kernel_grad = dT/dk``. Each is bilinear, and the derivative of each w.r.t. either argument is
+again one of the three. So each is a ``jax.custom_vjp`` whose backward rule calls the other two
+(themselves custom_vjp functions): the backward pass of a backward pass (second-order MAML) is
+made of the same three maps, where JAX's own rules would differentiate a transposed convolution
+into convolutions of other layouts. It supports reverse mode at any order and ``vmap``; not
+forward mode (``jax.jvp`` of a ``custom_vjp`` function is an error in JAX). Which is fastest
+where: ``benchmarks/results/conv_impl_cpu.txt``, and :func:`default_conv_impl`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+ConvImpl = Literal["patches", "xla", "hybrid"]
+CONV_IMPLS = ("patches", "xla", "hybrid")
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def same_padding(size: int, stride: int) -> tuple[int, tuple[int, int]]:
+    """Output size and (before, after) padding of a 3-wide 'SAME' window along one axis.
+
+    Args:
+      size: the input's size along the axis.
+      stride: the window's stride.
+
+    Returns:
+      ``(out, (before, after))`` as XLA defines 'SAME': ``out = ceil(size / stride)``, and an odd
+      total padding puts the extra row/column after (bottom/right).
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + 3 - size, 0)
+    return out, (total // 2, total - total // 2)
+
+
+def patches3x3(x, stride: int):
+    """The 3x3 'SAME' patches of ``x`` (B, H, W, C): (B, H', W', 9C), ordered (di, dj, c).
+
+    The order matches ``kernel.reshape(9 * C, F)`` of a (3, 3, C, F) kernel.
+    """
+    _, h, w, _ = x.shape
+    out_h, (top, bottom) = same_padding(h, stride)
+    out_w, (left, right) = same_padding(w, stride)
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    shifted = [
+        xp[:, di:di + (out_h - 1) * stride + 1:stride, dj:dj + (out_w - 1) * stride + 1:stride, :]
+        for di in range(3) for dj in range(3)
+    ]
+    return jnp.concatenate(shifted, axis=-1)
+
+
+def conv_patches(x, kernel, stride: int = 1):
+    """``"patches"``: the convolution as patches (B, H', W', 9C) @ kernel (9C, F)."""
+    c, f = kernel.shape[2:]
+    return patches3x3(x, stride) @ kernel.reshape(9 * c, f)
+
+
+def conv_native(x, kernel, stride: int = 1):
+    """``"xla"``: XLA's native convolution, padded as :func:`same_padding` says."""
+    _, h, w, _ = x.shape
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(stride, stride),
+        padding=(same_padding(h, stride)[1], same_padding(w, stride)[1]), dimension_numbers=_DIMS)
+
+
+def _native_input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
+    # x[j] feeds y[i] through kernel tap j + before - i*stride, so dx is the correlation of g
+    # dilated by the stride with the flipped kernel (in/out channels swapped), padded so that
+    # output row j starts at dilated row j + before - 2.
+    pads = []
+    for size, out_size in zip(in_hw, g.shape[1:3]):
+        before = same_padding(size, stride)[1][0]
+        pads.append((2 - before, size + before - (out_size - 1) * stride - 1))
+    return jax.lax.conv_general_dilated(
+        g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), window_strides=(1, 1), padding=pads,
+        lhs_dilation=(stride, stride), dimension_numbers=_DIMS)
+
+
+def _patches_kernel_grad(x, g, stride: int):
+    c, f = x.shape[-1], g.shape[-1]
+    grad = jnp.einsum("bhwp,bhwf->pf", patches3x3(x, stride), g)
+    return grad.reshape(3, 3, c, f)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_hybrid(x, kernel, stride: int = 1):
+    """``"hybrid"``: native forward and input-gradient, patches kernel-gradient, at any order.
+
+    Args:
+      x: (B, H, W, C) inputs.
+      kernel: (3, 3, C, F).
+      stride: 1 or 2 (any positive stride works).
+
+    Returns:
+      (B, ceil(H / stride), ceil(W / stride), F), equal to :func:`conv_native`'s.
+    """
+    return conv_native(x, kernel, stride)
+
+
+# Each forward rule computes its output with the custom_vjp function itself, not the raw op: an
+# outer derivative (second-order MAML differentiates the inner gradient's computation, forward
+# rules included) must see the custom rule again, or JAX would differentiate the raw op by its
+# own rules (native kernel-gradient convolutions, XLA:CPU's slow ones).
+def _conv_fwd(x, kernel, stride):
+    return conv_hybrid(x, kernel, stride), (x, kernel)
+
+
+def _conv_bwd(stride, res, g):
+    x, kernel = res
+    return input_grad(g, kernel, stride, x.shape[1:3]), kernel_grad(x, g, stride)
+
+
+conv_hybrid.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
+    """The cotangent of a convolution's input: ``d<conv(x, kernel), g>/dx``, natively.
+
+    Args:
+      g: (B, H', W', F) cotangent of the convolution's output.
+      kernel: (3, 3, C, F).
+      stride: the convolution's stride.
+      in_hw: the input's (H, W) (static: a strided convolution's output does not determine it).
+
+    Returns:
+      (B, H, W, C).
+    """
+    return _native_input_grad(g, kernel, stride, in_hw)
+
+
+def _input_grad_fwd(g, kernel, stride, in_hw):
+    return input_grad(g, kernel, stride, in_hw), (g, kernel)
+
+
+def _input_grad_bwd(stride, in_hw, res, ct):
+    # <input_grad(g, k), ct> = T(ct, k, g): its derivatives are conv(ct, k) and kernel_grad(ct, g).
+    g, kernel = res
+    return conv_hybrid(ct, kernel, stride), kernel_grad(ct, g, stride)
+
+
+input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def kernel_grad(x, g, stride: int):
+    """The cotangent of a convolution's kernel: ``d<conv(x, kernel), g>/dkernel``, as patches^T g.
+
+    Args:
+      x: (B, H, W, C) the convolution's input.
+      g: (B, H', W', F) cotangent of its output.
+      stride: the convolution's stride.
+
+    Returns:
+      (3, 3, C, F).
+    """
+    return _patches_kernel_grad(x, g, stride)
+
+
+def _kernel_grad_fwd(x, g, stride):
+    return kernel_grad(x, g, stride), (x, g)
+
+
+def _kernel_grad_bwd(stride, res, ct):
+    # <kernel_grad(x, g), ct> = T(x, ct, g): its derivatives are input_grad(g, ct), conv(x, ct).
+    x, g = res
+    return input_grad(g, ct, stride, x.shape[1:3]), conv_hybrid(x, ct, stride)
+
+
+kernel_grad.defvjp(_kernel_grad_fwd, _kernel_grad_bwd)
+
+
+def conv3x3(x, kernel, *, stride: int = 1, impl: ConvImpl = "patches"):
+    """3x3 'SAME' convolution of ``x`` (B, H, W, C) with ``kernel`` (3, 3, C, F).
+
+    Args:
+      x: (B, H, W, C) inputs.
+      kernel: (3, 3, C, F), of ``x``'s dtype.
+      stride: the window's stride (1 or 2 in the backbones).
+      impl: ``"patches"``, ``"xla"`` or ``"hybrid"`` (see the module docstring).
+
+    Returns:
+      (B, ceil(H / stride), ceil(W / stride), F).
+    """
+    if impl == "patches":
+        return conv_patches(x, kernel, stride)
+    if impl == "xla":
+        return conv_native(x, kernel, stride)
+    if impl == "hybrid":
+        return conv_hybrid(x, kernel, stride)
+    raise ValueError(f"unknown conv_impl {impl!r}; use one of {', '.join(CONV_IMPLS)}")
+
+
+# The fastest impl per backend and algorithm, as measured by benchmarks/conv_impl.py (CPU:
+# benchmarks/results/conv_impl_cpu.txt, tasks mapped one at a time, the CPU default).
+# Backends not measured keep "patches".
+_FASTEST = {"cpu": {"maml": "hybrid", "fomaml": "hybrid", "anil": "hybrid"}}
+
+
+def default_conv_impl(algo: str, backend: str | None = None,
+                      task_chunk: int | None = None) -> ConvImpl:
+    """The convolution implementation that meta-trains ``algo`` fastest on ``backend``.
+
+    This is the one place the choice is made (``conv_impl="auto"``, the default of
+    ``metajax.training.Config``, resolves here).
+
+    Args:
+      algo: the algorithm's name (``Config.algo``); one not measured gets the backend's
+        choice for MAML, the family most algorithms belong to.
+      backend: ``"cpu"``, ``"gpu"``, ``"tpu"``; None: JAX's default backend.
+      task_chunk: tasks vmapped at a time (``Config.task_chunk``; None: the backend's default,
+        1 on a CPU). Vmapped tasks (anything but 1) get ``"patches"``: with per-task kernels a
+        native convolution becomes a grouped one, which XLA:CPU runs slowly, where patches stay
+        a batched matmul.
+
+    Returns:
+      ``"patches"``, ``"xla"`` or ``"hybrid"``.
+    """
+    backend = backend or jax.default_backend()
+    fastest = _FASTEST.get(backend)
+    sequential = task_chunk == 1 or (task_chunk is None and backend == "cpu")
+    if fastest is None or not sequential:
+        return "patches"
+    return fastest.get(algo, fastest["maml"])
+
+
+def resolve_conv_impl(conv_impl: str, algo: str, backend: str | None = None,
+                      task_chunk: int | None = None) -> ConvImpl:
+    """``conv_impl`` itself, or for ``"auto"`` :func:`default_conv_impl` of the other arguments."""
+    if conv_impl == "auto":
+        return default_conv_impl(algo, backend, task_chunk)
+    return conv_impl
