@@ -32,6 +32,7 @@ from metajax.algorithms.nil import nil
 from metajax.algorithms.registry import make_algorithm
 from metajax.data.omniglot import load_omniglot
 from metajax.data.omniglot_runs import RUN_WAYS, OmniglotRuns, load_omniglot_runs
+from metajax.models.conv import resolve_conv_impl
 from metajax.models.functional import as_model
 from metajax.models.registry import build_model
 from metajax.training.config import Config
@@ -97,7 +98,9 @@ def evaluate_omniglot_runs(workdir, *, inner_steps: int | None = None, head: str
         learner = nil(learner, run.model, RUN_WAYS)
     elif head == "zero":
         model = as_model(build_model(cfg.model or "conv4", RUN_WAYS, hidden=cfg.hidden,
-                                     conv_impl=cfg.conv_impl, head_input=cfg.head_input,
+                                     conv_impl=resolve_conv_impl(cfg.conv_impl, cfg.algo,
+                                                                 task_chunk=cfg.task_chunk),
+                                     head_input=cfg.head_input,
                                      bn=cfg.bn), head=cfg.head)
         learner = make_algorithm(cfg.algo, model, run.source.objective, inner_lr=cfg.inner_lr,
                                  inner_steps=cfg.inner_steps, unroll=cfg.unroll, ways=RUN_WAYS)

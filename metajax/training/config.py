@@ -37,7 +37,7 @@ class Config:
     dtype: str = "float32"          # compute dtype of forward passes: float32 | bfloat16
     matmul_precision: str = "highest"  # float32 matmuls on TPUs/GPUs: default | high | highest
     hidden: int | None = None       # filters / units; None: the paper's
-    conv_impl: str = "patches"      # patches | xla
+    conv_impl: str = "auto"         # auto (per algo/backend) | patches | xla | hybrid
     head_input: str = "flatten"     # conv4: the head sees the flattened map | its spatial mean
     bn: str = "scale-offset"        # conv4: batch norm learns scale and offset | offset-only
     adapt_bn: bool = True           # the inner loop adapts batch norm's params (MAML's code: no)
@@ -302,7 +302,8 @@ FIELD_HELP = {
     "model": ("model", 'conv4 | conv4-pool | resnet12 | mlp | package.module:factory'),
     "head": ("model", 'the model\'s head, a params path (None: "head", or last Dense)'),
     "hidden": ("model", "filters / units; None: the paper's"),
-    "conv_impl": ("model", 'patches | xla'),
+    "conv_impl": ("model", 'auto (the fastest measured for the algo on this backend: '
+                           'metajax.models.conv.default_conv_impl) | patches | xla | hybrid'),
     "head_input": ("model", "conv4 models: flatten (the conv4 map) | pool (its spatial mean, "
                             "MAML's reference Omniglot model)"),
     "bn": ("model", "conv4 models' batch norm learns: scale-offset | offset-only (MAML's "

@@ -17,6 +17,7 @@ from metajax.data.host_stream import choose_placement, split_nbytes
 from metajax.data.ragged import RaggedImages, sample_ragged_episode
 from metajax.data.sinusoid import sample_sinusoid_task
 from metajax.data.sources import IMAGE_DATASETS, load_splits
+from metajax.models.conv import resolve_conv_impl
 from metajax.models.registry import build_model
 
 DATASETS = ("sinusoid", *IMAGE_DATASETS, "folder")
@@ -147,7 +148,9 @@ def _image_source(cfg, splits: dict, model, class_batches: bool = False) -> Task
     if model is None:
         default = IMAGE_DATASETS[cfg.dataset].model if cfg.dataset in IMAGE_DATASETS else "conv4"
         model = build_model(cfg.model or default, outputs, hidden=cfg.hidden,
-                            head_input=cfg.head_input, conv_impl=cfg.conv_impl, bn=cfg.bn)
+                            head_input=cfg.head_input, bn=cfg.bn,
+                            conv_impl=resolve_conv_impl(cfg.conv_impl, cfg.algo,
+                                                        task_chunk=cfg.task_chunk))
     return TaskSource(sample, splits, classification(), model,
                       jnp.zeros((cfg.ways * cfg.shots, *image_shape), jnp.float32), placement,
                       train_sample)
