@@ -10,10 +10,13 @@ table is compiled first and then timed in turns (medians), so their ratios are s
 
     python benchmarks/conv_impl.py                         # bodies + meta-steps
     python benchmarks/conv_impl.py --step-impls patches,hybrid --workloads omniglot-20w1s
+    python benchmarks/conv_impl.py --body-share table4-mini-5w5s:anil --skip-ops
+        # that meta-step against one forward (+ kernel-gradient) of the body on its task's images
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 import jax
@@ -62,6 +65,28 @@ def body_ops(name: str, impls, repeats: int) -> dict:
     return interleaved_medians(fns, repeats)
 
 
+def body_share(workload: str, algo: str, impls, repeats: int) -> dict:
+    """Median seconds of ``workload``'s ``algo`` meta-step and of one forward, and one forward +
+    kernel-gradient, of its body (shared weights) on one task's support + query images."""
+    model, shape, ways, shots, queries, *_ = WORKLOADS[workload]
+    downsample, hidden = ("stride", 64) if model == "conv4" else ("pool", 32)
+    x = jax.random.normal(jax.random.PRNGKey(0), (ways * (shots + queries), *shape))
+    chans = [shape[-1]] + [hidden] * 4
+    kernels = [0.1 * jax.random.normal(jax.random.PRNGKey(i), (3, 3, a, b))
+               for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))]
+    fns = {}
+    for impl in impls:
+        _, runners = prepare(workload, algo, conv_impl=impl, unroll=True, adapt=False)
+        fns[("step", impl)] = lambda run=runners["step"]: jax.block_until_ready(run())
+        loss = functools.partial(lambda ks, x, impl: jnp.sum(
+            body(ks, x, downsample=downsample, impl=impl) ** 2), impl=impl)
+        for op, fn in (("body forward", jax.jit(loss)),
+                       ("body forward+kernel-grad", jax.jit(jax.grad(loss)))):
+            jax.block_until_ready(fn(kernels, x))
+            fns[(op, impl)] = lambda fn=fn: jax.block_until_ready(fn(kernels, x))
+    return interleaved_medians(fns, repeats)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--op-impls", default=",".join(CONV_IMPLS),
@@ -73,6 +98,9 @@ def main(argv=None) -> None:
     parser.add_argument("--algos", default="maml,fomaml,anil")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-ops", action="store_true")
+    parser.add_argument("--body-share", default=None, metavar="WORKLOAD:ALGO",
+                        help="time that meta-step against its body's forward (+ kernel-gradient) "
+                             "on one task's images, per --step-impls, instead of the step table")
     args = parser.parse_args(argv)
     results = []
     op_impls = args.op_impls.split(",")
@@ -86,6 +114,14 @@ def main(argv=None) -> None:
                 results.append({"body": name, "op": op,
                                 **{i: round(timed[(op, i)], 4) for i in op_impls}})
     step_impls = args.step_impls.split(",")
+    if args.body_share:
+        workload, algo = args.body_share.split(":")
+        timed = body_share(workload, algo, step_impls, args.repeats)
+        for (op, impl), seconds in timed.items():
+            print(f"{workload} {algo} {impl:<8} {op:<26}{seconds:>9.4f} s", flush=True)
+        print(json.dumps([{"workload": workload, "algo": algo, "impl": impl, "op": op,
+                           "s": round(seconds, 4)} for (op, impl), seconds in timed.items()]))
+        return
     print(f"{'workload':<20}{'algo':<8}" + "".join(f"{i + ' s/step':>16}" for i in step_impls)
           + "".join(f"{i + ' compile':>16}" for i in step_impls))
     for workload in args.workloads.split(","):
