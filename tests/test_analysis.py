@@ -14,7 +14,7 @@ from metajax.analysis.weight_distance import weight_distance
 from metajax.cli import main
 from metajax.training.config import Config
 from metajax.training.checkpoint import save_checkpoint
-from metajax.training.loop import _Run, train_and_evaluate
+from metajax.training.loop import _Run, evaluate_run, train_and_evaluate
 
 BODY = ["conv1", "conv2", "conv3", "conv4"]
 
@@ -167,3 +167,31 @@ def test_classical_mds_recovers_planar_configurations():
     d = np.linalg.norm(points[:, None] - points[None], axis=-1)
     coords = classical_mds(d)
     np.testing.assert_allclose(np.linalg.norm(coords[:, None] - coords[None], axis=-1), d, atol=1e-9)
+
+
+def test_freeze_over_training_scores_each_checkpoint(runs, tmp_path):
+    """analyze --freeze --checkpoints all: Raghu et al.'s Fig 2 right (freezing over training);
+    each checkpoint's rows equal an eval of that checkpoint with those layers frozen."""
+    assert main(["analyze", str(runs["sinusoid"]), "--out", str(tmp_path), "--freeze",
+                 "--checkpoints", "all", "--tasks", "4"]) == 0
+    freeze = json.loads((tmp_path / "freeze.json").read_text())
+    assert [entry["step"] for entry in freeze["by_step"]] == [1, 2]
+    assert freeze["rows"] == freeze["by_step"][-1]["rows"]
+    older = evaluate_run(runs["sinusoid"], tasks=4, freeze=["1"], checkpoint=1)
+    assert freeze["by_step"][0]["rows"][1]["mse"] == pytest.approx(older["mse"], rel=1e-6)
+    assert freeze["by_step"][0]["rows"][1]["mse"] != freeze["by_step"][1]["rows"][1]["mse"]
+    assert (tmp_path / "freeze.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_and_analyze_take_a_checkpoint(runs, tmp_path, capsys):
+    assert main(["compare", str(runs["maml"]), str(runs["anil"]), "--out", str(tmp_path),
+                 "--tasks", "2", "--chunk", "2", "--checkpoint", "2,1", "--similarity",
+                 "cka"]) == 0
+    assert json.loads((tmp_path / "compare.json").read_text())["checkpoint_steps"] == [2, 1]
+    assert main(["compare", str(runs["maml"]), str(runs["anil"]), "--out", str(tmp_path),
+                 "--checkpoint", "7"]) == 2
+    assert "holds checkpoints at steps 1, 2, 3" in capsys.readouterr().err
+    assert main(["analyze", str(runs["maml"]), "--out", str(tmp_path), "--weight-distance",
+                 "--tasks", "2", "--chunk", "2", "--checkpoint", "2"]) == 0
+    result = json.loads((tmp_path / "weight_distance.json").read_text())
+    assert [entry["step"] for entry in result["checkpoints"]] == [2]

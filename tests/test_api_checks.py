@@ -210,7 +210,7 @@ def test_regression_learner_wants_float_targets_of_the_predictions_shape():
                                          r"float32\[6,1\] must have the targets' shape "
                                          r"float32\[6\]"):
         learner.task_grad(params, flat)
-    with pytest.raises(InputError, match=r"pretrain task_grad: task\[0\]\[1\] \(support targets\)"):
+    with pytest.raises(InputError, match=r"multitask task_grad: task\[0\]\[1\] \(support targets\)"):
         pretrain(model, regression(), inner_lr=0.1).task_grad(
             params, _with_support_labels(task, jnp.zeros((N,), jnp.int32)))
 

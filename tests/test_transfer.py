@@ -113,3 +113,20 @@ def test_adam_b2_reaches_the_outer_optimiser():
     assert not np.array_equal(ours, run(optax.adam(1e-3)))
     with pytest.raises(ValueError, match="--adam-b2 must be in"):
         Config(adam_b2=1.0).validate()
+
+
+def test_seeds_start_from_the_same_seeds_bodies(omniglot_data_dir, tmp_path):
+    """--seeds 0,1 --init-from A_SEEDS_RUN: seed s trains a head on A_SEEDS_RUN/seed_s's body."""
+    cfg = Config(dataset="omniglot", data_dir=str(omniglot_data_dir), ways=3, shots=1, query=1,
+                 hidden=8, seeds=(0, 1), **{**SMALL, "steps": 2})
+    train_and_evaluate(cfg, tmp_path / "source", progress=False)
+    train_and_evaluate(cfg.replace(init_from=str(tmp_path / "source"), train="head"),
+                       tmp_path / "head", progress=False)
+    bodies = [_params(list_checkpoints(tmp_path / "source" / f"seed_{s}")[-1][1])["body"]
+              for s in (0, 1)]
+    assert not np.array_equal(bodies[0]["conv1"]["kernel"], bodies[1]["conv1"]["kernel"])
+    for s, body in zip((0, 1), bodies):
+        mine = _params(list_checkpoints(tmp_path / "head" / f"seed_{s}")[-1][1])["body"]
+        for layer, leaves in body.items():
+            for name, value in leaves.items():
+                assert np.array_equal(mine[layer][name], value), (s, layer, name)

@@ -34,8 +34,11 @@ def add_analysis_commands(sub) -> None:
                               "fine-tuning trajectories")
     analyze.add_argument("--rsa-inner-steps", default="1,5,10", metavar="STEPS",
                          help="inner-step counts of the --rsa fine-tuning trajectories (with 0)")
-    analyze.add_argument("--checkpoints", default="all",
-                         help="all, last or comma-separated steps (freeze uses the newest)")
+    analyze.add_argument("--checkpoints", default=None,
+                         help="all, last or comma-separated steps (default: all; freeze: last; "
+                              "freeze with several draws Raghu et al.'s Fig 2 right)")
+    analyze.add_argument("--checkpoint", type=int, default=None, metavar="STEP",
+                         help="one checkpoint for every study (same as --checkpoints STEP)")
     analyze.add_argument("--inner-steps", type=int, default=None,
                          help="test-time steps (default: the run's eval_inner_steps)")
     _add_common(analyze)
@@ -43,6 +46,9 @@ def add_analysis_commands(sub) -> None:
     compare = sub.add_parser("compare", help="similarity of two trained runs' representations")
     compare.add_argument("workdirs", nargs=2, metavar="DIR", help="two run directories")
     compare.add_argument("--similarity", default="cca,cka", metavar="METRICS", help=METRICS_HELP)
+    compare.add_argument("--checkpoint", default=None, metavar="STEP[,STEP]",
+                         help="the step of both runs' checkpoints, or one per run (default: "
+                              "each run's newest)")
     _add_common(compare)
 
     lrs = sub.add_parser("plot-lrs", help="MAML++'s learned per-layer per-step inner rates (PNG)")
@@ -86,7 +92,7 @@ def run_analysis_command(args) -> None:
                          for d in args.workdirs)
         result = compare_runs(first, second, metrics=_metric_names(args.similarity),
                               tasks=args.tasks or 100, seed=args.seed, chunk=args.chunk,
-                              epsilon=args.epsilon)
+                              epsilon=args.epsilon, steps=_compare_steps(args.checkpoint))
         _write(out, "compare", result, plot_compare)
         return
     if not (args.similarity or args.freeze or args.weight_distance or args.rsa):
@@ -96,13 +102,20 @@ def run_analysis_command(args) -> None:
     # Argument errors first, before any study spends minutes.
     if args.similarity:
         make_metrics(_metric_names(args.similarity))
+    if args.checkpoint is not None:
+        if args.checkpoints is not None:
+            raise ValueError("give --checkpoint STEP or --checkpoints STEPS, not both")
+        args.checkpoints = str(args.checkpoint)
+    freeze_checkpoints = args.checkpoints or "last"
+    args.checkpoints = args.checkpoints or "all"
     trained.select_steps(args.checkpoints)
     if args.freeze:  # checked first: it fails fast for algorithms that adapt a fixed part
         from metajax.analysis.freezing import freeze_study, plot_freeze
 
         _write(out, "freeze", freeze_study(trained, tasks=args.tasks or 600,
                                            inner_steps=args.inner_steps, seed=args.seed,
-                                           data_dir=args.data_dir), plot_freeze)
+                                           data_dir=args.data_dir,
+                                           checkpoints=freeze_checkpoints), plot_freeze)
     if args.similarity:
         from metajax.analysis.adaptation_similarity import (plot_similarity_before_after,
                                                             similarity_before_after)
@@ -126,6 +139,19 @@ def run_analysis_command(args) -> None:
                            inner_steps=[int(s) for s in args.rsa_inner_steps.split(",") if s.strip()])
         _write(out, "rsa", result,
                lambda r, path: plot_rsa(r, path, out / "rsa_trajectories.png"))
+
+
+def _compare_steps(text: str | None) -> tuple[int | None, int | None]:
+    if text is None:
+        return None, None
+    try:
+        steps = [int(part) for part in text.split(",")]
+    except ValueError:
+        steps = []
+    if len(steps) not in (1, 2):
+        raise ValueError(f"--checkpoint {text!r}: give one step for both runs or two, e.g. "
+                         "--checkpoint 1000 or --checkpoint 1000,2000")
+    return (steps[0], steps[-1])
 
 
 def _metric_names(text: str) -> list[str]:

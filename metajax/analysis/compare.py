@@ -17,20 +17,23 @@ from metajax.analysis.representations import (layer_names, make_metrics, query_a
 
 
 def compare_runs(first, second, *, metrics=("cca", "cka"), tasks: int = 100, seed: int = 0,
-                 chunk: int = 20, epsilon: float = 1e-6) -> dict:
+                 chunk: int = 20, epsilon: float = 1e-6,
+                 steps: tuple[int | None, int | None] = (None, None)) -> dict:
     """Per layer, similarity of two runs' representations of the same test inputs.
 
     Args:
       first, second: :class:`metajax.analysis.runs.TrainedRun` of the same dataset and task
-        shape (ways, shots, image size); each at its newest checkpoint.
+        shape (ways, shots, image size).
       metrics: names for :func:`metajax.analysis.representations.make_metrics`.
       tasks: test tasks (sampled from ``first``'s stream).
       seed: selects the test tasks.
       chunk: tasks per compiled call.
       epsilon: regulariser of cca/pwcca.
+      steps: the checkpoint step of each run (``None``: its newest).
 
     Raises:
-      ValueError: the runs' tasks do not have the same shape.
+      ValueError: the runs' tasks do not have the same shape, or a run has no checkpoint of
+        that step.
     """
     tic = time.perf_counter()
     keys = ("dataset", "ways", "shots", "query")
@@ -39,8 +42,10 @@ def compare_runs(first, second, *, metrics=("cca", "cka"), tasks: int = 100, see
             f"{k} ({getattr(first.cfg, k)} vs {getattr(second.cfg, k)})"
             for k in keys if getattr(first.cfg, k) != getattr(second.cfg, k)))
     metric_fns = make_metrics(list(metrics), epsilon=epsilon)
-    params = [run.model_params(run.meta_params(run.steps[-1])) for run in (first, second)]
-    states = [run.model_state(run.steps[-1]) for run in (first, second)]
+    chosen = [run.steps[-1] if step is None else run.select_steps(str(step))[0]
+              for run, step in zip((first, second), steps)]
+    params = [run.model_params(run.meta_params(s)) for run, s in zip((first, second), chosen)]
+    states = [run.model_state(s) for run, s in zip((first, second), chosen)]
     acts = [query_activations_fn(run.model) for run in (first, second)]
     values, layers = {}, None
     for batch, count in first.task_chunks(tasks, chunk=chunk, seed=seed):
@@ -59,7 +64,7 @@ def compare_runs(first, second, *, metrics=("cca", "cka"), tasks: int = 100, see
     return {
         "study": "compare", "runs": [str(first.workdir), str(second.workdir)],
         "algos": [first.cfg.algo, second.cfg.algo],
-        "checkpoint_steps": [first.steps[-1], second.steps[-1]], "metrics": list(metrics),
+        "checkpoint_steps": chosen, "metrics": list(metrics),
         "layers": layers, "tasks": tasks, "seed": seed, "epsilon": epsilon,
         "similarity": similarity, "seconds": time.perf_counter() - tic,
     }

@@ -111,8 +111,8 @@ class _Run:
         seed = self.cfg.seed if seed is None else seed
         init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
         params, model_state = self.model.init(init_key, self.source.sample_input)
-        params, model_state = transfer.body_from(self.cfg.init_from, self.model, params,
-                                                 model_state)
+        params, model_state = transfer.body_from(
+            transfer.source_for_seed(self.cfg.init_from, seed), self.model, params, model_state)
         return create_train_state(self.learner, self.optimizer, params, train_key, model_state)
 
     def restore(self, workdir, step: int | None = None) -> tuple[TrainState, int]:

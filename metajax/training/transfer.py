@@ -4,7 +4,8 @@
 freshly initialised for the new task shape, and the body stays frozen in both loops: the inner
 loop adapts only the head (a head mask), and the outer optimiser's updates of every body leaf
 are zero (``optax.multi_transform`` with ``set_to_zero``), so each checkpoint's body equals
-``RUN``'s. ``--init-from random --train head`` is the random-features regime.
+``RUN``'s. ``--init-from random --train head`` is the random-features regime. When ``RUN`` is a
+several-seed run (``--seeds``), seed ``s`` of the new run starts from ``RUN/seed_<s>``.
 """
 from __future__ import annotations
 
@@ -29,6 +30,15 @@ def resolve_source(source: str) -> tuple[Path, int | None]:
                                 "config.json) nor one of its checkpoints/step_*.msgpack files; "
                                 "give a trained run, or 'random' for a random body")
     return path, None
+
+
+def source_for_seed(source: str, seed: int) -> str:
+    """The run whose body seed ``seed`` starts from: ``source``, or its ``seed_<seed>`` folder
+    when ``source`` is a several-seed run (``--seeds``): each seed takes the same seed's body."""
+    own = Path(source).expanduser() / f"seed_{seed}"
+    if (own / "config.json").is_file() and not (Path(source).expanduser() / "checkpoints").is_dir():
+        return str(own)
+    return source
 
 
 def _keys(path) -> tuple:
