@@ -37,7 +37,7 @@ class Config:
     dtype: str = "float32"          # compute dtype of forward passes: float32 | bfloat16
     matmul_precision: str = "highest"  # float32 matmuls on TPUs/GPUs: default | high | highest
     hidden: int | None = None       # filters / units; None: the paper's
-    conv_impl: str = "auto"         # auto (per algo/backend) | patches | xla | hybrid
+    conv_impl: str = "patches"      # patches | auto (per algo/backend: hybrid on CPU) | xla | hybrid
     head_input: str = "flatten"     # conv4: the head sees the flattened map | its spatial mean
     bn: str = "scale-offset"        # conv4: batch norm learns scale and offset | offset-only
     adapt_bn: bool = True           # the inner loop adapts batch norm's params (MAML's code: no)
