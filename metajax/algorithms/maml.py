@@ -198,17 +198,22 @@ def multitask(model, objective: Objective, *, inner_lr: float, inner_steps: int 
         (xs, ys), (xq, yq) = check_task(task, "multitask task_grad",
                                         getattr(objective, "kind", None))
         check_key(key, "key", "multitask task_grad")
-        x, y = jnp.concatenate([xs, xq]), jnp.concatenate([ys, yq])
-
-        def joint_loss(p):
-            pred, new_state = model.apply(p, x, state=state, key=key)
-            loss = objective.loss(pred, y)
-            return loss, (task_metrics(objective, pred, y, loss, jnp.zeros((0,))), new_state)
-
-        grads, (metrics, new_state) = jax.grad(joint_loss, has_aux=True)(params)
-        return grads, metrics, new_state
+        return supervised_grad(model, objective, params, jnp.concatenate([xs, xq]),
+                               jnp.concatenate([ys, yq]), key=key, state=state)
 
     return base._replace(task_grad=task_grad)
+
+
+def supervised_grad(model, objective: Objective, params, x, y, *, key=None, state=None):
+    """``(grads, metrics, new_state)`` of the plain loss L(f_params(x), y): no inner loop (the
+    training step of multitask and multiclass training)."""
+    def loss(p):
+        pred, new_state = model.apply(p, x, state=state, key=key)
+        value = objective.loss(pred, y)
+        return value, (task_metrics(objective, pred, y, value, jnp.zeros((0,))), new_state)
+
+    grads, (metrics, new_state) = jax.grad(loss, has_aux=True)(params)
+    return grads, metrics, new_state
 
 
 pretrain = multitask  # the name of earlier metajax versions (configs and runs still use it)

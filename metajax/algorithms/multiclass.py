@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from metajax.algorithms.base import MetaLearner
+from metajax.algorithms.maml import supervised_grad
 from metajax.algorithms.objectives import Objective, task_metrics
 from metajax.checks import CLASSIFICATION, check_example_set, check_key, check_static_int, check_task
 from metajax.core.adapt import inner_loop
@@ -51,14 +52,7 @@ def multiclass(model, objective: Objective, *, inner_lr: float, ways: int,
         del step  # not annealed
         (x, y), _ = check_task(task, "multiclass task_grad", CLASSIFICATION)
         check_key(key, "key", "multiclass task_grad")
-
-        def loss(p):
-            pred, new_state = model.apply(p, x, state=state, key=key)
-            value = objective.loss(pred, y)
-            return value, (task_metrics(objective, pred, y, value, jnp.zeros((0,))), new_state)
-
-        grads, (metrics, new_state) = jax.grad(loss, has_aux=True)(params)
-        return grads, metrics, new_state
+        return supervised_grad(model, objective, params, x, y, key=key, state=state)
 
     def head_loss(head, batch):
         features, y = batch

@@ -15,7 +15,16 @@ from metajax.checks import check_key
 from metajax.data.episodes import UINT8_SCALE, Episode, as_count
 from metajax.data.errors import DataError
 
-__all__ = ["sample_class_batch"]
+__all__ = ["check_class_batch", "sample_class_batch"]
+
+
+def check_class_batch(num_classes: int, num_examples: int, batch_size: int) -> None:
+    """DataError unless ``batch_size`` images can be drawn without replacement from a split of
+    ``num_classes`` classes of ``num_examples`` images."""
+    total = num_classes * num_examples
+    if not 1 <= batch_size <= total:
+        raise DataError(f"--batch-size {batch_size} must be between 1 and the {total} images of "
+                        f"the training split ({num_classes} classes x {num_examples}); lower it")
 
 
 def sample_class_batch(key: jax.Array, images: jax.Array, *, batch_size: int) -> Episode:
@@ -43,10 +52,8 @@ def sample_class_batch(key: jax.Array, images: jax.Array, *, batch_size: int) ->
     if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
         raise DataError(f"images must be uint8 (0..255) or floating point (0..1), got {dtype}")
     num_classes, num_examples = int(images.shape[0]), int(images.shape[1])
+    check_class_batch(num_classes, num_examples, batch_size)
     total = num_classes * num_examples
-    if not 1 <= batch_size <= total:
-        raise DataError(f"--batch-size {batch_size} must be between 1 and the {total} images of "
-                        f"the training split ({num_classes} classes x {num_examples}); lower it")
     flat = jax.random.choice(key, total, (batch_size,), replace=False)
     classes, examples = flat // num_examples, flat % num_examples
     x = jnp.asarray(images)[classes, examples].astype(jnp.float32)

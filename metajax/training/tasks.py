@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax.algorithms.objectives import Objective, classification, regression
-from metajax.data.batches import sample_class_batch
+from metajax.data.batches import check_class_batch, sample_class_batch
 from metajax.data.episodes import check_episode_spec, sample_episode
 from metajax.data.errors import DataError
 from metajax.data.host_stream import choose_placement, split_nbytes
@@ -142,7 +142,7 @@ def _image_source(cfg, splits: dict, model, class_batches: bool = False) -> Task
                             "many images")
         train_sample = functools.partial(sample_class_batch, batch_size=cfg.batch_size)
         outputs = num_classes("train")
-        _check_batch_size(cfg, np.shape(splits["train"]))
+        check_class_batch(*np.shape(splits["train"])[:2], cfg.batch_size)
     if placement == "device":
         splits = {k: jax.device_put(v) for k, v in splits.items()}
     if model is None:
@@ -155,13 +155,6 @@ def _image_source(cfg, splits: dict, model, class_batches: bool = False) -> Task
                       jnp.zeros((cfg.ways * cfg.shots, *image_shape), jnp.float32), placement,
                       train_sample)
 
-
-def _check_batch_size(cfg, train_shape) -> None:
-    total = int(train_shape[0]) * int(train_shape[1])
-    if not 1 <= cfg.batch_size <= total:
-        raise DataError(f"--batch-size {cfg.batch_size} must be between 1 and the {total} images "
-                        f"of the training split ({train_shape[0]} classes x {train_shape[1]}); "
-                        "lower it")
 
 
 def _sample_sinusoid(key, data, *, shots, queries):
