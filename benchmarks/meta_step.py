@@ -251,8 +251,10 @@ def main(argv=None) -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--algos", default="maml,fomaml,anil")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--conv-impl", default="auto", choices=("auto", *CONV_IMPLS),
-                        help="auto: metajax's choice per algorithm, backend and task chunk "
+    parser.add_argument("--conv-impl", default="auto",
+                        help="comma-separated convolution implementations to time in turns, "
+                             f"of auto,{','.join(CONV_IMPLS)}; auto: metajax's choice per "
+                             "algorithm, backend and task chunk "
                              "(metajax.models.conv.default_conv_impl)")
     parser.add_argument("--unroll", default="true", choices=("true", "1"),
                         help="inner-loop scan unrolling: full (true) or rolled (1)")
@@ -282,6 +284,10 @@ def main(argv=None) -> None:
     remats = {"false": [False], "true": [True], "both": [False, True]}[args.remat]
     device_counts = [int(n) for n in args.devices.split(",")]
     chunks = [None if c == "auto" else int(c) for c in args.task_chunk.split(",")]
+    conv_impls = args.conv_impl.split(",")
+    unknown = sorted(set(conv_impls) - {"auto", *CONV_IMPLS})
+    if unknown:
+        parser.error(f"--conv-impl {','.join(unknown)}: choose from auto,{','.join(CONV_IMPLS)}")
     _ensure_devices(max(device_counts))
     values = SWEEPS[args.sweep] if args.sweep else [None]
     rows, peers, roofline = [], [], {}
@@ -294,7 +300,7 @@ def main(argv=None) -> None:
                     peer_learn2learn.matmul_gflops(threads=args.torch_threads), 1)
         print("# float32 2048x2048 matmul, GFLOP/s: " + ", ".join(
             f"{k.split('_')[0]} {v}" for k, v in roofline.items()), flush=True)
-    header = (f"{'workload':<20}{'algo':<8}{'dev':>4}{'chunk':>6}{'batch':>6}{'steps':>6}{'remat':>6}"
+    header = (f"{'workload':<20}{'algo':<8}{'conv':>8}{'dev':>4}{'chunk':>6}{'batch':>6}{'steps':>6}{'remat':>6}"
               f"{'compile s':>10}{'s/step':>9}{'tasks/s':>9}{'adapt10 s':>11}{'MB':>9}"
               f"{'GFLOP':>8}{'GFLOP/s':>9}")
     print(header)
@@ -304,23 +310,25 @@ def main(argv=None) -> None:
                 for remat in remats:
                     overrides = {} if value is None else {
                         "meta_batch" if args.sweep == "meta-batch" else "inner_steps": value}
-                    # Every device count x chunk of this configuration is compiled first and
-                    # then timed in turns, so their ratios are measured side by side.
-                    prepared = [prepare(workload, algo, conv_impl=args.conv_impl, unroll=unroll,
+                    # Every device count x chunk x convolution of this configuration is compiled
+                    # first and then timed in turns, so their ratios are measured side by side.
+                    prepared = [prepare(workload, algo, conv_impl=conv_impl, unroll=unroll,
                                         remat=remat, devices=devices, task_chunk=chunk,
                                         adapt=args.sweep is None and devices == 1
                                         and not args.compile_only,
                                         warm=not args.compile_only, **overrides)
-                                for devices, chunk in itertools.product(device_counts, chunks)]
+                                for devices, chunk, conv_impl in itertools.product(
+                                    device_counts, chunks, conv_impls)]
                     for row in time_rows(prepared, args.repeats, timing=not args.compile_only):
                         same = [r for r in rows if r["task_chunk"] == 0 and all(
-                            r[k] == row[k] for k in ("workload", "algo", "meta_batch",
+                            r[k] == row[k] for k in ("workload", "algo", "meta_batch", "conv_impl",
                                                      "inner_steps", "remat", "unroll"))]
                         if row["task_chunk"] != 0 and same:
                             row["gflop_per_step"] = same[0]["gflop_per_step"]
                             row["gflops"] = round(row["gflop_per_step"] / row["step_s"], 1)
                         rows.append(row)
-                        print(f"{workload:<20}{algo:<8}{row['devices']:>4}{row['task_chunk']:>6}"
+                        print(f"{workload:<20}{algo:<8}{row['conv_impl']:>8}{row['devices']:>4}"
+                              f"{row['task_chunk']:>6}"
                               f"{row['meta_batch']:>6}"
                               f"{row['inner_steps']:>6}{'yes' if remat else 'no':>6}"
                               f"{row['compile_s']:>10.1f}{row['step_s']:>9.3f}"
@@ -337,7 +345,7 @@ def main(argv=None) -> None:
                     # metajax's operation count, done in the peer's time.
                     peer["gflops"] = round(ours["gflop_per_step"] / peer["step_s"], 1)
                     peers.append(peer)
-                    print(f"{'  learn2learn':<20}{algo:<8}{'':>4}{'':>6}{peer['meta_batch']:>6}"
+                    print(f"{'  learn2learn':<20}{algo:<8}{'':>8}{'':>4}{'':>6}{peer['meta_batch']:>6}"
                           f"{peer['inner_steps']:>6}{'':>6}{peer['first_step_s']:>10.1f}"
                           f"{peer['step_s']:>9.3f}{peer['tasks_per_s']:>9.1f}"
                           f"{peer['adapt10_s_per_batch']:>11.3f}{'':>9}{'':>8}"
