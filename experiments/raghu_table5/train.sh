@@ -9,6 +9,8 @@
 #   DATA=../shared/data/omniglot  OUT=runs/raghu_omniglot_5w1s
 #   SEEDS=0,1,2 [0,1,2]   STEPS=250 [30000]   HEAD_STEPS=100 [30000]   META_BATCH=8 [32]
 #   BATCH_SIZE=64 (multiclass images per step)
+#   CURVE_POINTS=5: the MAML and multiclass runs keep this many checkpoints, evenly spaced, for
+#   the curves over training (experiments/raghu_figures: Fig 2 right, Fig 5, Goerttler Fig 1)
 set -euo pipefail
 DATA=${DATA:-../shared/data/omniglot}
 OUT=${OUT:-runs/raghu_omniglot_5w1s}
@@ -17,6 +19,9 @@ STEPS=${STEPS:-250}
 HEAD_STEPS=${HEAD_STEPS:-100}
 META_BATCH=${META_BATCH:-8}
 BATCH_SIZE=${BATCH_SIZE:-64}
+CURVE_POINTS=${CURVE_POINTS:-5}
+curve=(--checkpoint-every "$(( STEPS / CURVE_POINTS > 0 ? STEPS / CURVE_POINTS : 1 ))"
+       --keep-checkpoints "$CURVE_POINTS")
 mkdir -p "$OUT"
 # Finn et al.'s Omniglot 5-way 1-shot settings for every regime (omniglot_maml: Conv4 64 filters,
 # 1 inner step of 0.4 in training, 10 at test time, 5 queries per class, Adam 1e-3).
@@ -35,10 +40,10 @@ train() {  # train NAME ARGS...: OUT/NAME, skipped when its first seed already f
   echo "$(( $(date +%s) - start ))" > "$OUT/$name.time"
 }
 
-train maml       --config omniglot_maml --steps "$STEPS" --checkpoint-every "$STEPS"
+train maml       --config omniglot_maml --steps "$STEPS" "${curve[@]}"
 train anil       --config omniglot_anil --steps "$STEPS" --checkpoint-every "$STEPS"
 train multiclass --config omniglot_maml --algo multiclass --batch-size "$BATCH_SIZE" \
-                 --meta-batch 1 --steps "$STEPS" --checkpoint-every "$STEPS"
+                 --meta-batch 1 --steps "$STEPS" "${curve[@]}"
 train multitask  --config omniglot_maml --algo multitask --steps "$STEPS" \
                  --checkpoint-every "$STEPS"
 # A new 5-way head trained with MAML on each frozen body (seed s on seed s's body).

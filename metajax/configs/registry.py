@@ -7,7 +7,8 @@ from pathlib import Path
 
 CONFIGS = ("default", "sinusoid_pretrain", "omniglot_maml", "omniglot_fomaml", "omniglot_anil",
            "miniimagenet_anil", "miniimagenet_anil_cpu", "omniglot_reptile", "omniglot_metasgd",
-           "omniglot_mamlpp", "omniglot_protonets", "omniglot_protomaml", "omniglot_boil")
+           "omniglot_mamlpp", "omniglot_protonets", "omniglot_protomaml", "omniglot_boil",
+           "raghu_table1_omniglot20w1s_maml", "raghu_table1_omniglot20w1s_anil")
 
 
 def get_named_config(name: str):

@@ -88,7 +88,8 @@ class _Run:
         if cfg.train == "head" and supports(factory, "mask"):
             # only the head adapts (a test-time freeze mask is subsumed: it freezes body layers)
             options["mask"] = (model or self.model).head_mask
-        elif not cfg.adapt_bn:
+        elif not cfg.adapt_bn and supports(factory, "mask"):
+            # (an algorithm that adapts only the head, e.g. anil, keeps batch norm out already)
             given = options.get("mask")
             options["mask"] = (batch_norm_mask if given is None else
                                lambda params: mask_and(given, batch_norm_mask, params))

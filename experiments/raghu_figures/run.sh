@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Curves over training from the seed-0 MAML run of experiments/raghu_table5/train.sh (Omniglot
+# 5-way 1-shot, CURVE_POINTS checkpoints), and the same studies on the multiclass (plainly
+# supervised) run as Goerttler & Obermayer's control:
+#   Raghu et al. Fig 2 left  (CCA / debiased CKA of each layer before vs after adaptation)
+#   Raghu et al. Fig 2 right (test accuracy with layers frozen at test time, over training)
+#   Raghu et al. Fig 5       (per-layer weight distance before vs after adaptation)
+#   Goerttler Fig 1a/1b      (RSA of each layer to the random init / to the previous checkpoint)
+# Writes OUT/figures/{maml,multiclass}/*.{json,png} and OUT/figures.md.
+# Usage: bash experiments/raghu_figures/run.sh   (environment: see raghu_table5/train.sh)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-runs/raghu_omniglot_5w1s}
+SEEDS=${SEEDS:-0,1,2}
+FREEZE_TASKS=${FREEZE_TASKS:-200}
+export OUT SEEDS
+bash "$here/../raghu_table5/train.sh"
+seed=${SEEDS%%,*}
+for run in maml multiclass; do
+  dest="$OUT/figures/$run"
+  mkdir -p "$dest"
+  src="$OUT/$run/seed_$seed"
+  [ -f "$dest/similarity.json" ] ||
+    metajax analyze "$src" --out "$dest" --similarity cca,cka_debiased --tasks 100 --query 15
+  [ -f "$dest/weight_distance.json" ] ||
+    metajax analyze "$src" --out "$dest" --weight-distance --tasks 100
+  [ -f "$dest/rsa.json" ] || metajax analyze "$src" --out "$dest" --rsa --tasks 50
+done
+[ -f "$OUT/figures/maml/freeze.json" ] ||
+  metajax analyze "$OUT/maml/seed_$seed" --out "$OUT/figures/maml" --freeze --checkpoints all \
+    --tasks "$FREEZE_TASKS"
+python "$here/summarize.py" "$OUT/figures" | tee "$OUT/figures.md"
