@@ -1,7 +1,7 @@
 """Markdown tables of Raghu et al. (2020) Tables 3, 5 and 6 from the runs of raghu_table*/run.sh,
 metajax's numbers beside the paper's.
 
-    python experiments/raghu_tables.py table5|table6|table3 OUT
+    python experiments/raghu_tables.py table1|table5|table6|table3 OUT
 """
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ import statistics
 import sys
 from pathlib import Path
 
+# Table 1 (Omniglot 20-way 1-shot, 3 seeds): (method, run folder, metajax --head, paper).
+TABLE1 = [
+    ("MAML", "maml", "learned", "93.7 ± 0.7"),
+    ("ANIL", "anil", "learned", "96.2 ± 0.5"),
+    ("NIL (the ANIL run, no head at test time)", "anil", "nil", "96.7 ± 0.3"),
+    ("NIL on the MAML run (not in the table)", "maml", "nil", "-"),
+]
 # The paper's numbers (MiniImageNet 5-way 1-shot, 3 seeds; its Tables 5, 6 and 3).
 TABLE5 = [  # (regime, head, run folder, metajax --head, paper mean +- sd)
     ("MAML training", "MAML head", "maml", "learned", "46.9 ± 0.2"),
@@ -42,12 +49,27 @@ def _mean_sd(values) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def _per_seed_accuracy(path: Path) -> list[float]:
+    result = json.loads(path.read_text())
+    if "per_seed" in result:
+        return [100 * s["accuracy"] for s in result["per_seed"].values()]
+    return [100 * result["accuracy"]]
+
+
+def table1(out: Path) -> str:
+    lines = ["| method | metajax: test accuracy % (mean ± sd over seeds) | seeds | "
+             "paper (Omniglot 20w1s) |", "|---|---|---|---|"]
+    for method, run, flag, paper in TABLE1:
+        per_seed = _per_seed_accuracy(out / f"{run}.{flag}.eval.json")
+        lines.append(f"| {method} | {_mean_sd(per_seed)} | {len(per_seed)} | {paper} |")
+    return "\n".join(lines)
+
+
 def table5(out: Path) -> str:
     lines = ["| training regime | head | metajax: test accuracy % (mean ± sd over seeds) | "
              "seeds | paper (MiniImageNet 5w1s) |", "|---|---|---|---|---|"]
     for regime, head, run, flag, paper in TABLE5:
-        result = json.loads((out / f"{run}.{flag}.eval.json").read_text())
-        per_seed = [100 * s["accuracy"] for s in result["per_seed"].values()]
+        per_seed = _per_seed_accuracy(out / f"{run}.{flag}.eval.json")
         lines.append(f"| {regime} | {head} | {_mean_sd(per_seed)} | {len(per_seed)} | {paper} |")
     return "\n".join(lines)
 
@@ -70,7 +92,7 @@ def _similarities(out: Path, rows) -> str:
 
 def main(argv) -> None:
     table, out = argv[0], Path(argv[1])
-    print({"table5": table5, "table6": lambda o: _similarities(o, TABLE6),
+    print({"table1": table1, "table5": table5, "table6": lambda o: _similarities(o, TABLE6),
            "table3": lambda o: _similarities(o, TABLE3)}[table](out))
 
 

@@ -88,7 +88,7 @@ def rsa(figures: Path) -> str:
 
 def main(argv) -> None:
     figures = Path(argv[0])
-    parts = [freeze(figures), similarity(figures, "maml"), similarity(figures, "multiclass"),
+    parts = [freeze(figures), similarity(figures, "maml"),
              weight_distance(figures, "maml"), rsa(figures)]
     print("\n".join(p for p in parts if p))
 

@@ -7,7 +7,7 @@
 #
 # Environment (defaults: the CPU budget; the paper's budget in brackets, a GPU job):
 #   DATA=../shared/data/omniglot  OUT=runs/raghu_omniglot_5w1s
-#   SEEDS=0,1,2 [0,1,2]   STEPS=250 [30000]   HEAD_STEPS=100 [30000]   META_BATCH=8 [32]
+#   SEEDS=0,1,2 [0,1,2]   STEPS=1000 [30000]   HEAD_STEPS=500 [30000]   META_BATCH=8 [32]
 #   BATCH_SIZE=64 (multiclass images per step)
 #   CURVE_POINTS=5: the MAML and multiclass runs keep this many checkpoints, evenly spaced, for
 #   the curves over training (experiments/raghu_figures: Fig 2 right, Fig 5, Goerttler Fig 1)
@@ -15,8 +15,8 @@ set -euo pipefail
 DATA=${DATA:-../shared/data/omniglot}
 OUT=${OUT:-runs/raghu_omniglot_5w1s}
 SEEDS=${SEEDS:-0,1,2}
-STEPS=${STEPS:-250}
-HEAD_STEPS=${HEAD_STEPS:-100}
+STEPS=${STEPS:-1000}
+HEAD_STEPS=${HEAD_STEPS:-500}
 META_BATCH=${META_BATCH:-8}
 BATCH_SIZE=${BATCH_SIZE:-64}
 CURVE_POINTS=${CURVE_POINTS:-5}
