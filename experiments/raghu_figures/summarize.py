@@ -29,7 +29,9 @@ def freeze(figures: Path) -> str:
     if result is None:
         return ""
     blocks, table = [], {}
-    for row in result["rows"]:
+    every_row = [row for entry in result.get("by_step", [{"rows": result["rows"]}])
+                 for row in entry["rows"]]
+    for row in every_row:
         if row["block"] not in blocks:
             blocks.append(row["block"])
         table.setdefault(row["checkpoint_step"], {})[row["block"]] = (
