@@ -1,4 +1,8 @@
-"""Prints the MAML++ ablation table (markdown) from the run.sh output folder."""
+"""Prints the MAML++ ablation table (markdown) from the run.sh output folder.
+
+Every row's main column normalises test queries with the query batch's statistics (the
+reference code's evaluation); BNRS rows also show their running-statistics evaluation.
+"""
 import json
 import sys
 from pathlib import Path
@@ -7,16 +11,26 @@ LABELS = {"maml": "MAML", "msl": "+ MSL", "bnwb": "+ BNWB", "bnrs": "+ BNRS", "l
           "da": "+ DA", "ca": "+ CA", "all": "MAML++ (all parts)"}
 
 
+def _acc(path: Path) -> str:
+    r = json.loads(path.read_text())
+    return f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}"
+
+
 def main(out: Path) -> None:
-    print("| variant | test acc (600 tasks, 95% CI) | train wall time (s) |")
-    print("|---|---|---|")
+    print("| variant | test acc, batch statistics (600 tasks, 95% CI) | "
+          "running statistics (BNRS rows) | train wall time (s) |")
+    print("|---|---|---|---|")
     for name, label in LABELS.items():
-        result = out / f"{name}.eval.json"
-        if not result.exists():
+        default = out / f"{name}.eval.json"
+        if not default.exists():
             continue
-        r = json.loads(result.read_text())
+        batch = out / f"{name}.batch.eval.json"
+        uses_running = name in ("bnrs", "all")
+        main_cell = _acc(batch) if uses_running and batch.exists() else (
+            "-" if uses_running else _acc(default))
+        running = _acc(default) if uses_running else ""
         seconds = (out / f"{name}.time").read_text().strip()
-        print(f"| {label} | {100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} | {seconds} |")
+        print(f"| {label} | {main_cell} | {running} | {seconds} |")
 
 
 if __name__ == "__main__":
