@@ -107,9 +107,16 @@ def _json_safe(value):
 
     out = clean(value, "")
     if undefined:
-        out["undefined"] = {k: ("a confidence interval needs at least 2 tasks" if "ci95" in k
-                                else "not finite: the model diverged") for k in undefined}
+        out["undefined"] = {k: _why_undefined(k) for k in undefined}
     return out
+
+
+def _why_undefined(path: str) -> str:
+    if "ci95" in path:
+        return "a confidence interval needs at least 2 tasks"
+    if path.endswith("_sd"):
+        return "a standard deviation over seeds needs at least 2 seeds"
+    return "not finite: the model diverged"
 
 
 def _start_distributed(args) -> None:

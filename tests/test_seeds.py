@@ -194,3 +194,14 @@ def test_eval_of_an_older_checkpoint_equals_a_copy_holding_only_it(runs, tmp_pat
     assert evaluate_run(runs / "mapped", tasks=8, checkpoint=3)["checkpoint_steps"] == [3, 3]
     assert main(["eval", str(runs / "single0"), "--tasks", "4", "--checkpoint", "4"]) == 2
     assert "no checkpoint of step 4" in capsys.readouterr().err
+
+
+def test_json_output_says_why_a_value_is_undefined():
+    from metajax.cli import _json_safe
+
+    out = _json_safe({"accuracy_sd": float("nan"), "ci95": float("nan"), "loss": float("inf"),
+                      "per_seed": {"0": {"accuracy": 0.5}}})
+    assert out["accuracy_sd"] is None and out["per_seed"] == {"0": {"accuracy": 0.5}}
+    assert "at least 2 seeds" in out["undefined"]["accuracy_sd"]
+    assert "at least 2 tasks" in out["undefined"]["ci95"]
+    assert "diverged" in out["undefined"]["loss"]
