@@ -20,7 +20,7 @@ for study in "${studies[@]}"; do
   case $study in
     similarity) for algo in maml anil; do
         timed "similarity/$algo" metajax analyze "$runs/$algo" --out "$out/$algo" \
-          --similarity cca,svcca,pwcca,cka,rsa --tasks 100 --query 15; done ;;
+          --similarity cca,svcca,pwcca,cka,cka_debiased,rsa --tasks 100 --query 15; done ;;
     weights) for algo in maml anil; do
         timed "weight_distance/$algo" metajax analyze "$runs/$algo" --out "$out/$algo" \
           --weight-distance --tasks 100; done ;;
@@ -31,7 +31,7 @@ for study in "${studies[@]}"; do
     compare) for pair in "maml anil" "maml fomaml" "anil fomaml"; do
         set -- $pair
         timed "compare/$1-$2" metajax compare "$runs/$1" "$runs/$2" --out "$out/compare_$1_$2" \
-          --similarity cca,svcca,cka --tasks 100 --query 15; done ;;
+          --similarity cca,svcca,cka,cka_debiased --tasks 100 --query 15; done ;;
     *) echo "unknown study $study" >&2; exit 2 ;;
   esac
 done
