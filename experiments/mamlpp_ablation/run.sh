@@ -8,11 +8,16 @@ set -euo pipefail
 data_dir=${1:-../shared/data/omniglot}
 out=${2:-runs/mamlpp_ablation}
 shift 2 || true
+# The CPU budget by default; the paper's (a GPU job): STEPS=75000 META_BATCH=16 INNER_STEPS=5 QUERY=1
 steps=${STEPS:-300}
+meta_batch=${META_BATCH:-8}
+inner_steps=${INNER_STEPS:-2}
+query=${QUERY:-2}
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(maml msl bnwb bnrs lslr da ca all)
-common=(--config omniglot_maml --data-dir "$data_dir" --ways 20 --shots 1 --query 2
-        --meta-batch 8 --inner-steps 2 --eval-inner-steps 2 --inner-lr 0.4 --steps "$steps"
+common=(--config omniglot_maml --data-dir "$data_dir" --ways 20 --shots 1 --query "$query"
+        --meta-batch "$meta_batch" --inner-steps "$inner_steps" --eval-inner-steps "$inner_steps"
+        --inner-lr 0.4 --steps "$steps"
         --eval-every "$steps" --eval-tasks 100 --checkpoint-every 100 --no-progress)
 anneal=$((steps / 3))  # MSL annealing and DA's first-order phase: the first third, as in the paper
 mkdir -p "$out"
