@@ -8,7 +8,7 @@ set -euo pipefail
 data_dir=${1:-../shared/data/omniglot}
 out=${2:-runs/mamlpp_ablation}
 shift 2 || true
-# The CPU budget by default; the paper's (a GPU job): STEPS=75000 META_BATCH=16 INNER_STEPS=5 QUERY=1
+# The CPU budget by default; the paper's (a GPU job): STEPS=75000 META_BATCH=16 INNER_STEPS=5 (QUERY: queries per class)
 steps=${STEPS:-300}
 meta_batch=${META_BATCH:-8}
 inner_steps=${INNER_STEPS:-2}
