@@ -12,6 +12,12 @@ table is compiled first and then timed in turns (medians), so their ratios are s
     python benchmarks/conv_impl.py --step-impls patches,hybrid --workloads omniglot-20w1s
     python benchmarks/conv_impl.py --body-share table4-mini-5w5s:anil --skip-ops
         # that meta-step against one forward (+ kernel-gradient) of the body on its task's images
+    python benchmarks/conv_impl.py --peer torch --step-impls ''   # + torch's kernels, GFLOP/s
+
+``--peer torch`` adds the same body ops written in PyTorch (``F.conv2d``, ``F.batch_norm`` with
+batch statistics, ReLU, ``F.max_pool2d``: the oneDNN kernels learn2learn runs) to the body-op
+table, timed in turns among themselves right after XLA's, and every op's rate: XLA's FLOP count of the op (its ``xla``
+form, else the first impl) divided by each column's median time.
 """
 from __future__ import annotations
 
@@ -31,7 +37,9 @@ from timing import interleaved_medians
 BODIES = {
     "omniglot conv4 (stride)": ("stride", 64, 20 * (1 + 5), (28, 28, 1)),
     "miniimagenet conv4 (pool)": ("pool", 32, 5 * (1 + 15), (84, 84, 3)),
+    "table4 5w5s task (pool)": ("pool", 32, 5 * (5 + 1), (84, 84, 3)),
 }
+OPS = ("forward", "input-grad", "kernel-grad")
 
 
 def body(kernels, x, *, downsample: str, impl: str):
@@ -44,15 +52,54 @@ def body(kernels, x, *, downsample: str, impl: str):
     return x
 
 
-def body_ops(name: str, impls, repeats: int) -> dict:
-    """Median seconds of forward / input-grad / kernel-grad of body ``name`` per impl."""
+def _body_inputs(name: str):
     downsample, hidden, images, shape = BODIES[name]
     keys = jax.random.split(jax.random.PRNGKey(0), 5)
     x = jax.random.normal(keys[0], (images, *shape))
     chans = [shape[-1]] + [hidden] * 4
     kernels = [0.1 * jax.random.normal(k, (3, 3, a, b)) for k, a, b in
                zip(keys[1:], chans[:-1], chans[1:])]
-    fns = {}
+    return downsample, x, kernels
+
+
+def _torch_body_fns(name: str, x, kernels) -> dict:
+    """The body's three ops in PyTorch on the same arrays (NCHW / OIHW copies)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    downsample = BODIES[name][0]
+    tx = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+    tks = [torch.from_numpy(np.asarray(k).transpose(3, 2, 0, 1).copy()) for k in kernels]
+
+    def loss(ks, x):
+        for k in ks:
+            y = F.conv2d(x, k, stride=2 if downsample == "stride" else 1, padding=1)
+            x = F.relu(F.batch_norm(y, None, None, training=True, eps=1e-5))
+            if downsample == "pool":
+                x = F.max_pool2d(x, 2)
+        return (x ** 2).sum()
+
+    def forward():
+        with torch.no_grad():
+            loss(tks, tx)
+
+    def input_grad():
+        xg = tx.clone().requires_grad_(True)
+        torch.autograd.grad(loss(tks, xg), xg)
+
+    def kernel_grad():
+        ks = [k.clone().requires_grad_(True) for k in tks]
+        torch.autograd.grad(loss(ks, tx), ks)
+
+    return {"forward": forward, "input-grad": input_grad, "kernel-grad": kernel_grad}
+
+
+def body_ops(name: str, impls, repeats: int, peer: str | None = None) -> tuple[dict, dict]:
+    """Median seconds of forward / input-grad / kernel-grad of body ``name`` per impl (and per
+    ``peer``), and XLA's FLOP count of each op."""
+    downsample, x, kernels = _body_inputs(name)
+    fns, flops = {}, {}
     for impl in impls:
         def loss(ks, x, impl=impl):
             return jnp.sum(body(ks, x, downsample=downsample, impl=impl) ** 2)
@@ -60,9 +107,23 @@ def body_ops(name: str, impls, repeats: int) -> dict:
                "input-grad": jax.jit(jax.grad(loss, argnums=1)),
                "kernel-grad": jax.jit(jax.grad(loss, argnums=0))}
         for op, fn in ops.items():
+            compiled = fn.lower(kernels, x).compile()
+            cost = compiled.cost_analysis() or {}
+            if op not in flops or impl == "xla":
+                flops[op] = cost.get("flops", float("nan"))
             jax.block_until_ready(fn(kernels, x))  # compile
             fns[(op, impl)] = lambda fn=fn: jax.block_until_ready(fn(kernels, x))
-    return interleaved_medians(fns, repeats)
+    timed = interleaved_medians(fns, repeats)
+    if peer == "torch":
+        # Timed after XLA's ops, not in turns with them: XLA:CPU's worker threads keep spinning
+        # briefly after each call, and torch's OpenMP threads started in that window ran up to
+        # 1.7x slower in a first version of this table that interleaved them.
+        torch_fns = _torch_body_fns(name, x, kernels)
+        for fn in torch_fns.values():
+            fn()
+        timed.update({(op, "torch"): t
+                      for op, t in interleaved_medians(torch_fns, repeats).items()})
+    return timed, flops
 
 
 def body_share(workload: str, algo: str, impls, repeats: int) -> dict:
@@ -98,22 +159,28 @@ def main(argv=None) -> None:
     parser.add_argument("--algos", default="maml,fomaml,anil")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-ops", action="store_true")
+    parser.add_argument("--peer", choices=("torch",), default=None,
+                        help="also time the body ops in PyTorch (needs torch installed)")
     parser.add_argument("--body-share", default=None, metavar="WORKLOAD:ALGO",
                         help="time that meta-step against its body's forward (+ kernel-gradient) "
                              "on one task's images, per --step-impls, instead of the step table")
     args = parser.parse_args(argv)
     results = []
     op_impls = args.op_impls.split(",")
+    columns = op_impls + ([args.peer] if args.peer else [])
     if not args.skip_ops:
-        print(f"{'body':<28}{'op':<13}" + "".join(f"{i:>10}" for i in op_impls) + "   (s)")
+        print(f"{'body':<28}{'op':<13}{'GFLOP':>8}" + "".join(f"{c:>10}" for c in columns)
+              + "   (s)" + "".join(f"{c:>10}" for c in columns) + "   (GFLOP/s)")
         for name in BODIES:
-            timed = body_ops(name, op_impls, args.repeats)
-            for op in ("forward", "input-grad", "kernel-grad"):
-                print(f"{name:<28}{op:<13}" + "".join(f"{timed[(op, i)]:>10.4f}"
-                                                     for i in op_impls), flush=True)
-                results.append({"body": name, "op": op,
-                                **{i: round(timed[(op, i)], 4) for i in op_impls}})
-    step_impls = args.step_impls.split(",")
+            timed, flops = body_ops(name, op_impls, args.repeats, args.peer)
+            for op in OPS:
+                gflop = flops[op] / 1e9
+                print(f"{name:<28}{op:<13}{gflop:>8.2f}"
+                      + "".join(f"{timed[(op, c)]:>10.4f}" for c in columns) + "      "
+                      + "".join(f"{gflop / timed[(op, c)]:>10.1f}" for c in columns), flush=True)
+                results.append({"body": name, "op": op, "gflop": round(gflop, 3),
+                                **{c: round(timed[(op, c)], 4) for c in columns}})
+    step_impls = [i for i in args.step_impls.split(",") if i]
     if args.body_share:
         workload, algo = args.body_share.split(":")
         timed = body_share(workload, algo, step_impls, args.repeats)
@@ -121,6 +188,9 @@ def main(argv=None) -> None:
             print(f"{workload} {algo} {impl:<8} {op:<26}{seconds:>9.4f} s", flush=True)
         print(json.dumps([{"workload": workload, "algo": algo, "impl": impl, "op": op,
                            "s": round(seconds, 4)} for (op, impl), seconds in timed.items()]))
+        return
+    if not step_impls:
+        print(json.dumps(results))
         return
     print(f"{'workload':<20}{'algo':<8}" + "".join(f"{i + ' s/step':>16}" for i in step_impls)
           + "".join(f"{i + ' compile':>16}" for i in step_impls))
