@@ -16,8 +16,8 @@ table is compiled first and then timed in turns (medians), so their ratios are s
 
 ``--peer torch`` adds the same body ops written in PyTorch (``F.conv2d``, ``F.batch_norm`` with
 batch statistics, ReLU, ``F.max_pool2d``: the oneDNN kernels learn2learn runs) to the body-op
-table, timed in turns among themselves right after XLA's, and every op's rate: XLA's FLOP count of the op (its ``xla``
-form, else the first impl) divided by each column's median time.
+table, timed in turns among themselves right after XLA's, and every op's rate: XLA's FLOP count
+of the op (its ``xla`` form, else the first impl) divided by each column's median time.
 """
 from __future__ import annotations
 
@@ -107,17 +107,17 @@ def body_ops(name: str, impls, repeats: int, peer: str | None = None) -> tuple[d
                "input-grad": jax.jit(jax.grad(loss, argnums=1)),
                "kernel-grad": jax.jit(jax.grad(loss, argnums=0))}
         for op, fn in ops.items():
-            compiled = fn.lower(kernels, x).compile()
-            cost = compiled.cost_analysis() or {}
+            compiled = fn.lower(kernels, x).compile()  # timed as compiled: one compilation
             if op not in flops or impl == "xla":
-                flops[op] = cost.get("flops", float("nan"))
-            jax.block_until_ready(fn(kernels, x))  # compile
-            fns[(op, impl)] = lambda fn=fn: jax.block_until_ready(fn(kernels, x))
+                flops[op] = (compiled.cost_analysis() or {}).get("flops", float("nan"))
+            jax.block_until_ready(compiled(kernels, x))  # warm
+            fns[(op, impl)] = lambda c=compiled: jax.block_until_ready(c(kernels, x))
     timed = interleaved_medians(fns, repeats)
     if peer == "torch":
-        # Timed after XLA's ops, not in turns with them: XLA:CPU's worker threads keep spinning
-        # briefly after each call, and torch's OpenMP threads started in that window ran up to
-        # 1.7x slower in a first version of this table that interleaved them.
+        # Timed after XLA's ops, not in turns with them: torch's two OpenMP threads compete with
+        # XLA:CPU's worker threads (which spin briefly after each call); with the ops
+        # interleaved, torch's Table 4 forward + kernel-gradient took 0.120 s against 0.088 s in
+        # this order (one run each, benchmarks/results/conv_kernels_torch_cpu.txt).
         torch_fns = _torch_body_fns(name, x, kernels)
         for fn in torch_fns.values():
             fn()

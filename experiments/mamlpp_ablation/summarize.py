@@ -24,11 +24,9 @@ def main(out: Path) -> None:
         default = out / f"{name}.eval.json"
         if not default.exists():
             continue
+        # run.sh writes a batch-statistics evaluation beside the default one of BNRS runs only
         batch = out / f"{name}.batch.eval.json"
-        uses_running = name in ("bnrs", "all")
-        main_cell = _acc(batch) if uses_running and batch.exists() else (
-            "-" if uses_running else _acc(default))
-        running = _acc(default) if uses_running else ""
+        main_cell, running = (_acc(batch), _acc(default)) if batch.exists() else (_acc(default), "")
         seconds = (out / f"{name}.time").read_text().strip()
         print(f"| {label} | {main_cell} | {running} | {seconds} |")
 

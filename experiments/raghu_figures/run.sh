@@ -16,21 +16,18 @@ FREEZE_TASKS=${FREEZE_TASKS:-200}
 export OUT SEEDS
 bash "$here/../raghu_table5/train.sh"
 seed=${SEEDS%%,*}
-# (The multiclass run's test-time adaptation fits a fresh head on a fixed body, so its body is
-# unchanged by adaptation by construction: only the RSA over training is a study of it.)
+maml="$OUT/maml/seed_$seed" figures="$OUT/figures"
+mkdir -p "$figures/maml" "$figures/multiclass"
+[ -f "$figures/maml/similarity.json" ] ||
+  metajax analyze "$maml" --out "$figures/maml" --similarity cca,cka_debiased --tasks 100 --query 15
+[ -f "$figures/maml/weight_distance.json" ] ||
+  metajax analyze "$maml" --out "$figures/maml" --weight-distance --tasks 100
+# The multiclass run's test-time adaptation fits a fresh head on a fixed body, so adaptation
+# leaves its body unchanged by construction: only the RSA over training is a study of it.
 for run in maml multiclass; do
-  dest="$OUT/figures/$run"
-  mkdir -p "$dest"
-  src="$OUT/$run/seed_$seed"
-  if [ "$run" = maml ]; then
-    [ -f "$dest/similarity.json" ] ||
-      metajax analyze "$src" --out "$dest" --similarity cca,cka_debiased --tasks 100 --query 15
-    [ -f "$dest/weight_distance.json" ] ||
-      metajax analyze "$src" --out "$dest" --weight-distance --tasks 100
-  fi
-  [ -f "$dest/rsa.json" ] || metajax analyze "$src" --out "$dest" --rsa --tasks 50
+  [ -f "$figures/$run/rsa.json" ] ||
+    metajax analyze "$OUT/$run/seed_$seed" --out "$figures/$run" --rsa --tasks 50
 done
-[ -f "$OUT/figures/maml/freeze.json" ] ||
-  metajax analyze "$OUT/maml/seed_$seed" --out "$OUT/figures/maml" --freeze --checkpoints all \
-    --tasks "$FREEZE_TASKS"
+[ -f "$figures/maml/freeze.json" ] ||
+  metajax analyze "$maml" --out "$figures/maml" --freeze --checkpoints all --tasks "$FREEZE_TASKS"
 python "$here/summarize.py" "$OUT/figures" | tee "$OUT/figures.md"

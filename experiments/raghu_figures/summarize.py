@@ -29,9 +29,7 @@ def freeze(figures: Path) -> str:
     if result is None:
         return ""
     blocks, table = [], {}
-    every_row = [row for entry in result.get("by_step", [{"rows": result["rows"]}])
-                 for row in entry["rows"]]
-    for row in every_row:
+    for row in (row for entry in result["by_step"] for row in entry["rows"]):
         if row["block"] not in blocks:
             blocks.append(row["block"])
         table.setdefault(row["checkpoint_step"], {})[row["block"]] = (
