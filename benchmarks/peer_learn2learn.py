@@ -41,7 +41,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 10, threads: int | None = Non
 
 def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batch: int,
           inner_steps: int, inner_lr: float, algo: str, *, repeats: int,
-          threads: int | None = None) -> dict:
+          threads: int | None = None, return_step: bool = False):
     """Seconds per meta-step and per test-time adaptation of learn2learn on random data.
 
     Args:
@@ -49,6 +49,7 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
       shape: one image's (H, W, C).
       algo: ``"maml"``, ``"fomaml"`` or ``"anil"``.
       threads: ``torch.set_num_threads`` (default: torch's own choice, all cores).
+      return_step: return the untimed meta-step function instead (for a profiler).
     """
     import learn2learn as l2l
     import torch
@@ -107,6 +108,8 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
             with torch.no_grad():
                 learner(features(xq)).argmax(-1)
 
+    if return_step:
+        return meta_step
     tic = time.perf_counter()
     meta_step()
     first_s = time.perf_counter() - tic
