@@ -48,6 +48,17 @@ def test_batch_norm_uses_current_batch_statistics():
     np.testing.assert_allclose(y.std(axis=(0, 1, 2)), 1, atol=1e-3)
 
 
+def test_batch_norm_folded_form_keeps_float32_precision_at_large_mean():
+    # |mean| / std = 10, beyond the Conv4s' 4.1 at initialisation: the folded x*a + (o - m*a)
+    # stays within a few float32 epsilons of the centred form computed in float64.
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (8, 5, 5, 3))) * 0.3 + 3.0
+    scale, offset = np.array([0.5, 1.0, 2.0]), np.array([0.1, -0.2, 0.0])
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    exact = (x - mean) / np.sqrt(var + 1e-5) * scale + offset
+    y = batch_norm(jnp.float32(x), jnp.float32(scale), jnp.float32(offset))
+    assert np.abs(np.asarray(y, np.float64) - exact).max() < 2e-5
+
+
 @pytest.mark.parametrize("name, shape, features", [("conv4", (28, 28, 1), 256),
                                                    ("conv4-pool", (84, 84, 3), 800)])
 def test_conv4_layout_features_and_activations(name, shape, features):

@@ -68,7 +68,15 @@ def batch_norm(x, scale, offset, *, mean=None, var=None, eps: float = 1e-5):
     """
     if mean is None or var is None:
         mean, var = batch_moments(x)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + offset
+    # Folded into one per-channel scale and shift, the full-size work is a single multiply-add
+    # whose reverse pass keeps only ``x`` (which the convolution's kernel-gradient keeps anyway)
+    # instead of the centred and the normalised activations: 10-15% faster per conv block on
+    # XLA:CPU (benchmarks/results/profile_step_cpu.txt). The cancellation in x*a - mean*a
+    # costs about float32's epsilon times (1 + 2 |mean| / std) of the output's unit scale; at
+    # initialisation on [0, 1] images the Conv4s' |mean| / std is at most 4.1 (conv1), and
+    # ``tests/test_models.py`` bounds the error at a ratio of 10.
+    a = scale * jax.lax.rsqrt(var + eps)
+    return x * a + (offset - mean * a)
 
 
 class ConvBlock(nn.Module):

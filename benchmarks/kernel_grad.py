@@ -1,0 +1,98 @@
+"""The kernel-gradient of a 3x3 convolution inside a meta-step, in three forms.
+
+``"hybrid"`` computes a convolution's kernel-gradient ``dk = sum_{b,h,w} x_pad[b, h+i, w+j, c]
+g[b, h, w, f]`` as patches^T g (``metajax.models.conv``). This benchmark swaps that one function
+for each of two native convolutions and times the whole compiled meta-step (ANIL and FOMAML on
+the MiniImageNet shapes) side by side:
+
+* ``patches``: metajax's ``hybrid`` as it is;
+* ``jax-transpose``: JAX's own transpose rule of the forward convolution, the form ``--conv-impl
+  xla`` runs: one convolution with ``dim_labels=f01b_i01o->01bf``;
+* ``canonical``: the same contraction written as a convolution in the layout XLA:CPU's fast
+  (Eigen) path takes, ``b01f_01io->b01f``: x as (C, H, W, B), g as a (H', W', B, F) window.
+
+It also prints the ``dim_labels`` XLA compiled each kernel-gradient convolution to, inside the
+step and for the same convolution compiled on its own, which is what explains the timings.
+
+    python benchmarks/kernel_grad.py
+    python benchmarks/kernel_grad.py --workloads table4-mini-5w5s --algos anil
+"""
+from __future__ import annotations
+
+import argparse
+import re
+
+import jax
+import jax.numpy as jnp
+
+import metajax.models.conv as conv
+from meta_step import prepare  # beside this file
+from timing import interleaved_medians
+
+
+def jax_transpose_kernel_grad(x, g, stride: int):
+    c, f = x.shape[-1], g.shape[-1]
+    _, pullback = jax.vjp(lambda k: conv.conv_native(x, k, stride),
+                          jnp.zeros((3, 3, c, f), x.dtype))
+    return pullback(g)[0]
+
+
+def canonical_kernel_grad(x, g, stride: int):
+    _, h, w, _ = x.shape
+    pads = (conv.same_padding(h, stride)[1], conv.same_padding(w, stride)[1])
+    grad = jax.lax.conv_general_dilated(
+        x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), window_strides=(1, 1), padding=pads,
+        rhs_dilation=(stride, stride), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return grad.transpose(1, 2, 0, 3)
+
+
+FORMS = {"patches": conv._patches_kernel_grad, "jax-transpose": jax_transpose_kernel_grad,
+         "canonical": canonical_kernel_grad}
+
+
+def kernel_grad_dim_labels(hlo_text: str) -> list[str]:
+    """The dim_labels of every convolution whose output is a (3, 3, C, F)-sized kernel."""
+    labels = []
+    for line in hlo_text.splitlines():
+        match = re.search(r"= f32\[(\d+),(\d+),(\d+),(\d+)\]\S* convolution\(.*dim_labels=([^,\s]+)",
+                          line)
+        if match and sorted(map(int, match.groups()[:4])).count(3) >= 2:
+            labels.append(match.group(5))
+    return sorted(set(labels))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default="table4-mini-5w5s,miniimagenet-5w1s")
+    parser.add_argument("--algos", default="anil,fomaml")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    original = conv._patches_kernel_grad
+    x, g = jnp.ones((25, 42, 42, 32)), jnp.ones((25, 42, 42, 32))
+    for name in ("jax-transpose", "canonical"):
+        alone = jax.jit(FORMS[name], static_argnums=2).lower(x, g, 1).compile().as_text()
+        print(f"# {name} compiled alone: dim_labels {kernel_grad_dim_labels(alone)}")
+    fns = {}
+    try:
+        for workload in args.workloads.split(","):
+            for algo in args.algos.split(","):
+                for name, form in FORMS.items():
+                    conv._patches_kernel_grad = form  # read by hybrid's kernel_grad when traced
+                    _, runners = prepare(workload, algo, conv_impl="hybrid", unroll=True,
+                                         adapt=False)
+                    step = runners["step"]
+                    print(f"# {workload} {algo} {name}: kernel-gradient dim_labels in the step "
+                          f"{kernel_grad_dim_labels(step.compiled.as_text())}", flush=True)
+                    fns[(workload, algo, name)] = lambda run=step: jax.block_until_ready(run())
+    finally:
+        conv._patches_kernel_grad = original
+    times = interleaved_medians(fns, args.repeats)
+    print(f"{'workload':<20}{'algo':<8}" + "".join(f"{name:>16}" for name in FORMS) + "  (s/step)")
+    for workload in args.workloads.split(","):
+        for algo in args.algos.split(","):
+            print(f"{workload:<20}{algo:<8}" + "".join(
+                f"{times[(workload, algo, name)]:16.3f}" for name in FORMS))
+
+
+if __name__ == "__main__":
+    main()
