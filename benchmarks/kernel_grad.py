@@ -20,6 +20,7 @@ step and for the same convolution compiled on its own, which is what explains th
 from __future__ import annotations
 
 import argparse
+import json
 import re
 
 import jax
@@ -66,13 +67,14 @@ def main(argv=None) -> None:
     parser.add_argument("--workloads", default="table4-mini-5w5s,miniimagenet-5w1s")
     parser.add_argument("--algos", default="anil,fomaml")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=1.0)
     args = parser.parse_args(argv)
     original = conv._patches_kernel_grad
     x, g = jnp.ones((25, 42, 42, 32)), jnp.ones((25, 42, 42, 32))
     for name in ("jax-transpose", "canonical"):
         alone = jax.jit(FORMS[name], static_argnums=2).lower(x, g, 1).compile().as_text()
         print(f"# {name} compiled alone: dim_labels {kernel_grad_dim_labels(alone)}")
-    fns = {}
+    fns, labels = {}, {}
     try:
         for workload in args.workloads.split(","):
             for algo in args.algos.split(","):
@@ -81,17 +83,24 @@ def main(argv=None) -> None:
                     _, runners = prepare(workload, algo, conv_impl="hybrid", unroll=True,
                                          adapt=False)
                     step = runners["step"]
+                    found = kernel_grad_dim_labels(step.compiled.as_text())
+                    labels.setdefault((workload, algo), {})[name] = found
                     print(f"# {workload} {algo} {name}: kernel-gradient dim_labels in the step "
-                          f"{kernel_grad_dim_labels(step.compiled.as_text())}", flush=True)
+                          f"{found}", flush=True)
                     fns[(workload, algo, name)] = lambda run=step: jax.block_until_ready(run())
     finally:
         conv._patches_kernel_grad = original
-    times = interleaved_medians(fns, args.repeats)
+    times = interleaved_medians(fns, args.repeats, min_seconds=args.min_seconds)
     print(f"{'workload':<20}{'algo':<8}" + "".join(f"{name:>16}" for name in FORMS) + "  (s/step)")
+    rows = []
     for workload in args.workloads.split(","):
         for algo in args.algos.split(","):
             print(f"{workload:<20}{algo:<8}" + "".join(
                 f"{times[(workload, algo, name)]:16.3f}" for name in FORMS))
+            rows.append({"workload": workload, "algo": algo, "labels": labels[(workload, algo)],
+                         **{f"{name}_s": round(times[(workload, algo, name)], 4)
+                            for name in FORMS}})
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":

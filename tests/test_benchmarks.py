@@ -30,4 +30,35 @@ def test_meta_step_benchmark_times_both_algorithms_and_compares_them():
 def test_max_pool_benchmark_compares_both_formulations():
     rows = _run("max_pool.py", "--workloads", "table4-mini-5w1s", "--algos", "anil",
                 "--kinds", "eval", "--min-seconds", "0.1")
-    assert len(rows) == 1 and rows[0]["reshape_s"] > 0 and rows[0]["per-use_s"] > 0
+    pools = ("reshape", "per-use", "first-max")
+    assert len(rows) == 1 and min(rows[0][f"{pool}_s"] for pool in pools) > 0
+
+
+def _json_lines(script: str, *args: str) -> list:
+    out = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True,
+                         text=True, timeout=600, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith(("{", "["))]
+
+
+def test_profile_step_labels_the_time_of_a_meta_step_by_kind_and_layer():
+    (row,) = _json_lines("profile_step.py", "--workloads", "table4-mini-5w1s", "--algos", "anil",
+                         "--conv-impl", "patches", "--steps", "1")
+    assert row["framework"] == "metajax" and row["wall_ms"] > 0
+    # a patches convolution is matmuls and slices; the layers are the body's four blocks
+    assert row["by_kind"]["matmul"] > 0 and row["by_kind"]["slices"] > 0
+    assert {"conv1 fwd", "conv1 bwd", "conv4 fwd"} <= set(row["by_layer"])
+
+
+def test_conv_block_benchmark_times_both_batch_norm_forms():
+    (row,) = _json_lines("conv_block.py", "--blocks", "conv2", "--batches", "2", "--repeats", "1")
+    assert set(row["ms"]) == {"patches/centred", "patches/folded"} and min(row["ms"].values()) > 0
+
+
+def test_kernel_grad_benchmark_reads_the_layout_xla_compiled():
+    (rows,) = _json_lines("kernel_grad.py", "--workloads", "table4-mini-5w1s", "--algos", "anil",
+                          "--repeats", "1", "--min-seconds", "0")
+    (row,) = rows
+    # JAX's transpose rule stays in its own layout inside a step; the canonical form is Eigen's
+    assert row["labels"]["jax-transpose"] == ["f01b_i01o->01bf"]
+    assert row["labels"]["canonical"] == ["b01f_01io->b01f"] and row["labels"]["patches"] == []
+    assert min(row[f"{name}_s"] for name in ("patches", "jax-transpose", "canonical")) > 0
