@@ -69,9 +69,10 @@ def batch_norm(x, scale, offset, *, mean=None, var=None, eps: float = 1e-5):
     if mean is None or var is None:
         mean, var = batch_moments(x)
     # Folded into one per-channel scale and shift, the full-size work is a single multiply-add
-    # whose reverse pass keeps only ``x`` (which the convolution's kernel-gradient keeps anyway)
-    # instead of the centred and the normalised activations: 10-15% faster per conv block on
-    # XLA:CPU (benchmarks/results/profile_step_cpu.txt). The cancellation in x*a - mean*a
+    # whose reverse pass needs only ``x``, which the convolution's gradient keeps anyway: the
+    # first Conv4-pool block 4-17% faster, the second up to 32% with XLA's convolution, and a
+    # lower XLA memory estimate for every benchmarked meta-step (README, "Batch norm folded";
+    # benchmarks/results/conv_block_cpu.txt). The cancellation in x*a - mean*a
     # costs about float32's epsilon times (1 + 2 |mean| / std) of the output's unit scale; at
     # initialisation on [0, 1] images the Conv4s' |mean| / std is at most 4.1 (conv1), and
     # ``tests/test_models.py`` bounds the error at a ratio of 10.
