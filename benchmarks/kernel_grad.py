@@ -43,7 +43,7 @@ def canonical_kernel_grad(x, g, stride: int):
     pads = (conv.same_padding(h, stride)[1], conv.same_padding(w, stride)[1])
     grad = jax.lax.conv_general_dilated(
         x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), window_strides=(1, 1), padding=pads,
-        rhs_dilation=(stride, stride), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        rhs_dilation=(stride, stride), dimension_numbers=conv._DIMS)
     return grad.transpose(1, 2, 0, 3)
 
 
@@ -55,8 +55,8 @@ def kernel_grad_dim_labels(hlo_text: str) -> list[str]:
     """The dim_labels of every convolution whose output is a (3, 3, C, F)-sized kernel."""
     labels = []
     for line in hlo_text.splitlines():
-        match = re.search(r"= f32\[(\d+),(\d+),(\d+),(\d+)\]\S* convolution\(.*dim_labels=([^,\s]+)",
-                          line)
+        match = re.search(
+            r"= f32\[(\d+),(\d+),(\d+),(\d+)\]\S* convolution\(.*dim_labels=([^,\s]+)", line)
         if match and sorted(map(int, match.groups()[:4])).count(3) >= 2:
             labels.append(match.group(5))
     return sorted(set(labels))

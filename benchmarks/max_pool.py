@@ -28,12 +28,6 @@ from timing import interleaved_medians  # beside this file
 
 
 
-def _quarters(x):
-    _, h, w, _ = x.shape
-    x = x[:, : h // 2 * 2, : w // 2 * 2, :]
-    return x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]
-
-
 @jax.custom_jvp
 def max_pool_first_max(x):
     return layers._max_pool_by_slices(x)
@@ -41,7 +35,8 @@ def max_pool_first_max(x):
 
 @max_pool_first_max.defjvp
 def _first_max_jvp(primals, tangents):
-    (a, b, c, d), (ta, tb, tc, td) = _quarters(primals[0]), _quarters(tangents[0])
+    a, b, c, d = layers._pool_quarters(primals[0])
+    ta, tb, tc, td = layers._pool_quarters(tangents[0])
     y = jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
     return y, jnp.where(a == y, ta, jnp.where(b == y, tb, jnp.where(c == y, tc, td)))
 

@@ -24,11 +24,16 @@ def _max_pool_by_reshape(x):
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-def _max_pool_by_slices(x):
+def _pool_quarters(x):
+    """A 2x2 window's four positions as strided slices (an odd last row/column dropped)."""
     _, h, w, _ = x.shape
     x = x[:, : h // 2 * 2, : w // 2 * 2, :]
-    return jnp.maximum(jnp.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2]),
-                       jnp.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2]))
+    return x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]
+
+
+def _max_pool_by_slices(x):
+    top_left, top_right, bottom_left, bottom_right = _pool_quarters(x)
+    return jnp.maximum(jnp.maximum(top_left, top_right), jnp.maximum(bottom_left, bottom_right))
 
 
 @jax.custom_jvp
