@@ -47,7 +47,8 @@ import optax
 from metajax.algorithms import MetaLearner, classification, make_algorithm
 from metajax.data.episodes import sample_episode
 from metajax.models import build_model, init_params
-from metajax.models.conv import CONV_IMPLS, resolve_conv_impl
+from metajax.models.conv import (CONV_IMPLS, CONV_LIBRARIES, compiler_options,
+                                 resolve_conv_impl, resolve_conv_library)
 from metajax.training import (create_train_state, default_task_chunk, make_eval_step,
                                make_meta_step)
 from metajax.training.sharding import replicate, task_mesh
@@ -102,13 +103,15 @@ def setup(workload: str, algo: str, *, conv_impl: str = "patches", unroll=True,
 def prepare(workload: str, algo: str, *, conv_impl: str, unroll,
             meta_batch: int | None = None, inner_steps: int | None = None,
             remat: bool = False, adapt: bool = True, devices: int = 1,
-            task_chunk: int | None = None, warm: bool = True) -> tuple[dict, dict]:
+            task_chunk: int | None = None, warm: bool = True,
+            conv_library: str = "auto") -> tuple[dict, dict]:
     """Compiles one configuration's meta-step (and its 10-step adaptation with ``adapt``).
 
     Returns:
       ``(row, runners)``: the row's compile time, memory and XLA operation counts, and
       no-argument functions ``"step"`` (one meta-step) and, with ``adapt``, ``"adapt"``, each
-      already run once with ``warm`` (``--compile-only`` runs nothing).
+      already run once with ``warm`` (``--compile-only`` runs nothing). ``conv_library``: see
+      :func:`metajax.models.conv.compiler_options`.
     """
     task_chunk = default_task_chunk() if task_chunk is None else task_chunk
     conv_impl = resolve_conv_impl(conv_impl, algo, task_chunk=task_chunk)
@@ -122,8 +125,9 @@ def prepare(workload: str, algo: str, *, conv_impl: str, unroll,
     if devices > 1:
         mesh = task_mesh(jax.devices()[:devices])
         state, images = replicate(state, mesh), replicate(images, mesh)
+    options = compiler_options(conv_library)
     meta_step = make_meta_step(learner, optimizer, sample, meta_batch, mesh=mesh,
-                               task_chunk=task_chunk)
+                               task_chunk=task_chunk, compiler_options=options)
     tic = time.perf_counter()
     compiled = meta_step.lower(state, images).compile()
     compile_s = time.perf_counter() - tic
@@ -147,19 +151,22 @@ def prepare(workload: str, algo: str, *, conv_impl: str, unroll,
     adapt_gflop = float("nan")
     if adapt:
         keys = jax.random.split(jax.random.PRNGKey(3), meta_batch)
-        eval_step = make_eval_step(learner, sample, 10, task_chunk=task_chunk).lower(
-            params, {}, images, keys).compile()
+        eval_step = make_eval_step(learner, sample, 10, task_chunk=task_chunk,
+                                   compiler_options=options).lower(params, {}, images, keys
+                                                                   ).compile()
         runners["adapt"] = lambda: eval_step(box[0].params, {}, images, keys)
         if unroll is True:
             # XLA's count covers every task only with the adaptation vmapped (chunk 0).
             whole = eval_step if task_chunk == 0 else make_eval_step(
-                learner, sample, 10, task_chunk=0).lower(params, {}, images, keys).compile()
+                learner, sample, 10, task_chunk=0, compiler_options=options).lower(
+                    params, {}, images, keys).compile()
             adapt_cost = whole.cost_analysis()
             adapt_gflop = adapt_cost.get("flops", float("nan")) / 1e9 if adapt_cost else adapt_gflop
     for run in runners.values() if warm else ():
         jax.block_until_ready(run())
     row = {"workload": workload, "algo": algo, "backend": jax.default_backend(),
-           "conv_impl": conv_impl, "meta_batch": meta_batch, "inner_steps": inner_steps,
+           "conv_impl": conv_impl, "conv_library": resolve_conv_library(conv_library),
+           "meta_batch": meta_batch, "inner_steps": inner_steps,
            "remat": remat, "unroll": unroll, "devices": devices, "task_chunk": task_chunk,
            "compile_s": round(compile_s, 2), "gflop_per_step": round(gflop, 2),
            "adapt10_gflop": round(adapt_gflop, 3), "memory_mb": mem_mb and round(mem_mb, 1)}
@@ -257,6 +264,10 @@ def main(argv=None) -> None:
                              f"of auto,{','.join(CONV_IMPLS)}; auto: metajax's choice per "
                              "algorithm, backend and task chunk "
                              "(metajax.models.conv.default_conv_impl)")
+    parser.add_argument("--conv-library", default="auto",
+                        help="comma-separated libraries XLA:CPU runs native convolutions with, "
+                             f"to time in turns, of auto,{','.join(CONV_LIBRARIES)}; auto: "
+                             "metajax's choice (metajax.models.conv.compiler_options)")
     parser.add_argument("--unroll", default="true", choices=("true", "1"),
                         help="inner-loop scan unrolling: full (true) or rolled (1)")
     parser.add_argument("--remat", default="false", choices=("false", "true", "both"),
@@ -289,6 +300,11 @@ def main(argv=None) -> None:
     unknown = sorted(set(conv_impls) - {"auto", *CONV_IMPLS})
     if unknown:
         parser.error(f"--conv-impl {','.join(unknown)}: choose from auto,{','.join(CONV_IMPLS)}")
+    conv_libraries = args.conv_library.split(",")
+    unknown = sorted(set(conv_libraries) - {"auto", *CONV_LIBRARIES})
+    if unknown:
+        parser.error(f"--conv-library {','.join(unknown)}: choose from "
+                     f"auto,{','.join(CONV_LIBRARIES)}")
     _ensure_devices(max(device_counts))
     values = SWEEPS[args.sweep] if args.sweep else [None]
     rows, peers, roofline = [], [], {}
@@ -301,7 +317,7 @@ def main(argv=None) -> None:
                     peer_learn2learn.matmul_gflops(threads=args.torch_threads), 1)
         print("# float32 2048x2048 matmul, GFLOP/s: " + ", ".join(
             f"{k.split('_')[0]} {v}" for k, v in roofline.items()), flush=True)
-    header = (f"{'workload':<20}{'algo':<8}{'conv':>8}{'dev':>4}{'chunk':>6}{'batch':>6}{'steps':>6}{'remat':>6}"
+    header = (f"{'workload':<20}{'algo':<8}{'conv':>8}{'lib':>8}{'dev':>4}{'chunk':>6}{'batch':>6}{'steps':>6}{'remat':>6}"
               f"{'compile s':>10}{'s/step':>9}{'tasks/s':>9}{'adapt10 s':>11}{'MB':>9}"
               f"{'GFLOP':>8}{'GFLOP/s':>9}")
     print(header)
@@ -317,18 +333,21 @@ def main(argv=None) -> None:
                                         remat=remat, devices=devices, task_chunk=chunk,
                                         adapt=args.sweep is None and devices == 1
                                         and not args.compile_only,
-                                        warm=not args.compile_only, **overrides)
-                                for devices, chunk, conv_impl in itertools.product(
-                                    device_counts, chunks, conv_impls)]
+                                        warm=not args.compile_only, conv_library=library,
+                                        **overrides)
+                                for devices, chunk, conv_impl, library in itertools.product(
+                                    device_counts, chunks, conv_impls, conv_libraries)]
                     for row in time_rows(prepared, args.repeats, timing=not args.compile_only):
                         same = [r for r in rows if r["task_chunk"] == 0 and all(
                             r[k] == row[k] for k in ("workload", "algo", "meta_batch", "conv_impl",
-                                                     "inner_steps", "remat", "unroll"))]
+                                                     "conv_library", "inner_steps", "remat",
+                                                     "unroll"))]
                         if row["task_chunk"] != 0 and same:
                             row["gflop_per_step"] = same[0]["gflop_per_step"]
                             row["gflops"] = round(row["gflop_per_step"] / row["step_s"], 1)
                         rows.append(row)
-                        print(f"{workload:<20}{algo:<8}{row['conv_impl']:>8}{row['devices']:>4}"
+                        print(f"{workload:<20}{algo:<8}{row['conv_impl']:>8}"
+                              f"{row['conv_library']:>8}{row['devices']:>4}"
                               f"{row['task_chunk']:>6}"
                               f"{row['meta_batch']:>6}"
                               f"{row['inner_steps']:>6}{'yes' if remat else 'no':>6}"
@@ -346,7 +365,7 @@ def main(argv=None) -> None:
                     # metajax's operation count, done in the peer's time.
                     peer["gflops"] = round(ours["gflop_per_step"] / peer["step_s"], 1)
                     peers.append(peer)
-                    print(f"{'  learn2learn':<20}{algo:<8}{'':>8}{'':>4}{'':>6}{peer['meta_batch']:>6}"
+                    print(f"{'  learn2learn':<20}{algo:<8}{'':>8}{'':>8}{'':>4}{'':>6}{peer['meta_batch']:>6}"
                           f"{peer['inner_steps']:>6}{'':>6}{peer['first_step_s']:>10.1f}"
                           f"{peer['step_s']:>9.3f}{peer['tasks_per_s']:>9.1f}"
                           f"{peer['adapt10_s_per_batch']:>11.3f}{'':>9}{'':>8}"

@@ -8,8 +8,9 @@ import pytest
 
 from metajax.algorithms import anil, classification, maml
 from metajax.models import build_model, init_params
-from metajax.models.conv import (conv3x3, default_conv_impl, input_grad, kernel_grad,
-                                 resolve_conv_impl)
+from metajax.models.conv import (CONV_LIBRARIES, compiler_options, conv3x3, default_conv_impl,
+                                 input_grad, kernel_grad, resolve_conv_impl, resolve_conv_library)
+from metajax.training import Config
 
 SHAPES = [(1, (7, 9)), (2, (7, 9)), (2, (8, 6))]  # (stride, (H, W)); odd sizes
 
@@ -161,3 +162,70 @@ def test_auto_conv_impl_is_chosen_in_one_place():
     assert default_conv_impl("maml", "cpu", task_chunk=0) == "patches"  # vmapped tasks
     assert default_conv_impl("maml", "gpu") == "patches"
     assert resolve_conv_impl("xla", "maml", "cpu") == "xla"
+
+
+def _ynn_convolutions(compiled_text: str) -> tuple[int, int]:
+    """(YNNPACK fusions, convolutions inside them) of a compiled XLA:CPU program's text."""
+    computations = {block.split(" ", 1)[0].lstrip("%"): block
+                    for block in compiled_text.split("\n\n") if block.strip()}
+    called = [line.split("calls=%", 1)[1].split(",", 1)[0]
+              for line in compiled_text.splitlines()
+              if '"__ynn_fusion"' in line and "calls=%" in line]
+    return len(called), sum(computations.get(c, "").count(" convolution(") for c in called)
+
+
+def test_conv_library_is_chosen_in_one_place():
+    auto = resolve_conv_library("auto", "cpu")
+    assert auto in CONV_LIBRARIES
+    assert compiler_options("auto", "cpu") == compiler_options(auto, "cpu")
+    assert compiler_options("ynnpack", "cpu") == {}  # XLA's own default
+    assert compiler_options("eigen", "gpu") == {} and resolve_conv_library("eigen", "gpu") == "auto"
+    with pytest.raises(ValueError, match="unknown conv_library 'mkl'"):
+        compiler_options("mkl", "cpu")
+    with pytest.raises(ValueError, match="unknown --conv-library 'mkl'"):
+        Config(conv_library="mkl").validate()
+
+
+def test_eigen_library_takes_native_convolutions_off_ynnpack():
+    # The option's effect on the compiled program, so that an XLA whose defaults or option
+    # names change fails here rather than silently timing something else.
+    x = jnp.ones((5, 28, 28, 3))
+    kernel = jnp.full((3, 3, 3, 32), 0.1)
+
+    def loss(x, kernel):
+        y = conv3x3(x, kernel, impl="hybrid")
+        return jnp.sum(jnp.maximum(y, 0.0) ** 2)
+
+    grad = jax.grad(loss, argnums=(0, 1))
+    counts = {}
+    for library in CONV_LIBRARIES:
+        compiled = jax.jit(grad, compiler_options=compiler_options(library, "cpu")).lower(
+            x, kernel).compile()
+        counts[library] = _ynn_convolutions(compiled.as_text())
+    assert counts["ynnpack"][1] >= 1, counts
+    assert counts["eigen"][1] == 0, counts
+    assert counts["eigen"][0] >= 1, counts  # reductions and dots stay on YNNPACK
+
+
+def test_meta_step_is_the_same_on_either_conv_library():
+    # float32: the libraries sum in different orders, so equal up to rounding.
+    import optax
+    from metajax.data.episodes import sample_episode
+    from metajax.training import create_train_state, make_meta_step
+    model = build_model("conv4", 3, hidden=8, conv_impl="hybrid")
+    learner = maml(model, classification(), inner_lr=0.4, inner_steps=1)
+    images = jax.random.randint(jax.random.PRNGKey(0), (6, 2, 14, 14, 1), 0, 256).astype(jnp.uint8)
+    sample = lambda key, data: sample_episode(key, data, ways=3, shots=1, queries=1)
+    optimizer = optax.adam(1e-3)
+    params = init_params(model, jax.random.PRNGKey(1), jnp.zeros((3, 14, 14, 1)))
+    out = {}
+    for library in CONV_LIBRARIES:
+        state = create_train_state(learner, optimizer, params, jax.random.PRNGKey(2))
+        step = make_meta_step(learner, optimizer, sample, 2,
+                              compiler_options=compiler_options(library, "cpu"))
+        out[library] = step(state, images)
+    (s_ynn, m_ynn), (s_eigen, m_eigen) = out["ynnpack"], out["eigen"]
+    np.testing.assert_allclose(m_eigen["outer/loss"], m_ynn["outer/loss"], rtol=1e-5)
+    np.testing.assert_allclose(m_eigen["outer/grad_norm"], m_ynn["outer/grad_norm"], rtol=1e-4)
+    for a, b in zip(jax.tree_util.tree_leaves(s_eigen.params), jax.tree_util.tree_leaves(s_ynn.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

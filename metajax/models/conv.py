@@ -249,3 +249,76 @@ def resolve_conv_impl(conv_impl: str, algo: str, backend: str | None = None,
     if conv_impl == "auto":
         return default_conv_impl(algo, backend, task_chunk)
     return conv_impl
+
+
+# XLA:CPU (jaxlib 0.10) hands reductions, dots and native convolutions to YNNPACK by default
+# (``xla_cpu_experimental_ynn_fusion_type`` = REDUCE, INDIVIDUAL_DOT, INDIVIDUAL_CONVOLUTION: the
+# list that compiles a meta-step to the same YNNPACK fusions as no option). "eigen" keeps the
+# rest on YNNPACK and gives the convolutions back to XLA's own (Eigen) kernels.
+_YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
+
+
+def _ynn(*types: str) -> dict:
+    return {_YNN_FUSION_TYPE: ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in types)}
+
+
+_CPU_CONV_LIBRARY_OPTIONS = {
+    "ynnpack": {},
+    "eigen": _ynn("REDUCE", "INDIVIDUAL_DOT"),
+    "ynn-elt": _ynn("REDUCE", "INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION", "ELTWISE"),
+    "eigen-elt": _ynn("REDUCE", "INDIVIDUAL_DOT", "ELTWISE"),
+    "eigen-dot": _ynn("REDUCE", "INDIVIDUAL_DOT", "DOT"),
+}
+CONV_LIBRARIES = tuple(_CPU_CONV_LIBRARY_OPTIONS)
+_FASTEST_CPU_CONV_LIBRARY = "eigen"
+
+
+@functools.cache
+def _accepts(backend: str, option: str, value: str) -> bool:
+    """Whether this jaxlib's ``backend`` compiler knows ``option=value`` (a newer or older XLA
+    may rename or drop an experimental option; then the step compiles with the defaults)."""
+    try:
+        jax.jit(lambda x: x + 1, backend=backend, compiler_options={option: value}).lower(
+            jnp.zeros(())).compile()
+    except Exception:  # noqa: BLE001 - XLA reports an unknown option as a generic runtime error
+        return False
+    return True
+
+
+def resolve_conv_library(conv_library: str, backend: str | None = None) -> str:
+    """``conv_library`` itself, or for ``"auto"`` the library XLA:CPU meta-trains fastest with
+    (on other backends: ``"auto"``, there is no choice)."""
+    if conv_library not in ("auto", *CONV_LIBRARIES):
+        raise ValueError(f"unknown conv_library {conv_library!r}; use auto or one of "
+                         f"{', '.join(CONV_LIBRARIES)}")
+    if (backend or jax.default_backend()) != "cpu":
+        return "auto"
+    return _FASTEST_CPU_CONV_LIBRARY if conv_library == "auto" else conv_library
+
+
+def compiler_options(conv_library: str = "auto", backend: str | None = None) -> dict:
+    """XLA compiler options that run native convolutions on ``conv_library`` on ``backend``.
+
+    This is where the library is chosen: the steps of ``metajax.training`` are compiled with
+    these options (``jax.jit(..., compiler_options=...)``, so nothing global is set).
+
+    Args:
+      conv_library: ``"ynnpack"`` (XLA:CPU's default), ``"eigen"``, or ``"auto"``: the one that
+        meta-trains fastest on the backend (``benchmarks/meta_step.py --conv-library``).
+      backend: ``"cpu"``, ``"gpu"``, ``"tpu"``; None: JAX's default backend. Only XLA:CPU has
+        the choice; other backends get no options.
+
+    Returns:
+      A dict for ``jax.jit``'s ``compiler_options`` (empty: XLA's defaults).
+    """
+    backend = backend or jax.default_backend()
+    library = resolve_conv_library(conv_library, backend)
+    if library == "auto":
+        return {}
+    options = _CPU_CONV_LIBRARY_OPTIONS[library]
+    if all(_accepts(backend, k, v) for k, v in options.items()):
+        return dict(options)
+    if conv_library == "auto":
+        return {}  # this XLA lacks the option: its defaults
+    raise ValueError(f"conv_library={conv_library!r} needs XLA options {options} that this "
+                     f"jaxlib ({jax.lib.__version__}) rejects; use conv_library='auto'")

@@ -38,6 +38,7 @@ class Config:
     matmul_precision: str = "highest"  # float32 matmuls on TPUs/GPUs: default | high | highest
     hidden: int | None = None       # filters / units; None: the paper's
     conv_impl: str = "patches"      # patches | auto (per algo/backend: hybrid on CPU) | xla | hybrid
+    conv_library: str = "auto"      # XLA:CPU's kernels for native convolutions: auto | eigen | ynnpack
     head_input: str = "flatten"     # conv4: the head sees the flattened map | its spatial mean
     bn: str = "scale-offset"        # conv4: batch norm learns scale and offset | offset-only
     adapt_bn: bool = True           # the inner loop adapts batch norm's params (MAML's code: no)
@@ -140,6 +141,10 @@ class Config:
         if self.task_chunk is not None and self.task_chunk < 0:
             problems.append(f"--task-chunk must be >= 0 (0: the whole meta-batch at once), got "
                             f"{self.task_chunk}")
+        from metajax.models.conv import CONV_LIBRARIES  # noqa: PLC0415 - the config stays jax-free
+        if self.conv_library not in ("auto", *CONV_LIBRARIES):
+            problems.append(f"unknown --conv-library {self.conv_library!r}; choose one of: "
+                            f"auto, {', '.join(CONV_LIBRARIES)}")
         if self.data_on not in DATA_PLACEMENTS:
             problems.append(f"unknown --data-on {self.data_on!r}; choose one of: "
                             f"{', '.join(DATA_PLACEMENTS)}")
@@ -304,6 +309,9 @@ FIELD_HELP = {
     "hidden": ("model", "filters / units; None: the paper's"),
     "conv_impl": ("model", 'auto (the fastest measured for the algo on this backend: '
                            'metajax.models.conv.default_conv_impl) | patches | xla | hybrid'),
+    "conv_library": ("model", 'XLA:CPU runs native convolutions (hybrid, xla, stock flax Conv) '
+                              'with: auto (the fastest measured: metajax.models.conv.'
+                              'compiler_options) | eigen | ynnpack'),
     "head_input": ("model", "conv4 models: flatten (the conv4 map) | pool (its spatial mean, "
                             "MAML's reference Omniglot model)"),
     "bn": ("model", "conv4 models' batch norm learns: scale-offset | offset-only (MAML's "

@@ -21,6 +21,7 @@ from metajax.algorithms.nil import nil
 from metajax.algorithms.registry import algorithm_name, get_factory, make_algorithm
 from metajax.core.partition import batch_norm_mask, freeze_mask, mask_and
 from metajax.data.host_stream import HostEpisodeStream, host_batch, put_host_batch
+from metajax.models.conv import compiler_options
 from metajax.models.functional import as_model
 from metajax.training import checkpoint, history, transfer
 from metajax.training.checkpoint import CheckpointError
@@ -142,7 +143,8 @@ class _Run:
         if (learner, inner_steps, mesh) not in self._eval_steps:
             self._eval_steps[learner, inner_steps, mesh] = make_eval_step(
                 learner, self.source.sample, inner_steps, task_chunk=self.cfg.task_chunk,
-                presampled=host, mesh=mesh)
+                presampled=host, mesh=mesh,
+                compiler_options=compiler_options(self.cfg.conv_library))
         eval_step = self._eval_steps[learner, inner_steps, mesh]
         data = self.source.splits[split]
         if mesh is not None and not host:
@@ -406,17 +408,18 @@ class _Trainer:
             if not host:  # placed once, so no step copies the split between devices
                 self.train_data = replicate(self.train_data, mesh)
         self.state = state
-        seeds = dict(seeds=self.stacked, seed_chunk=cfg.seed_chunk)
+        shared = dict(seeds=self.stacked, seed_chunk=cfg.seed_chunk,
+                      compiler_options=compiler_options(cfg.conv_library))
         self.meta_step = make_meta_step(run.learner, run.optimizer, run.source.sample_train,
                                         cfg.meta_batch, mesh=mesh, task_chunk=cfg.task_chunk,
-                                        presampled=host, **seeds)
+                                        presampled=host, **shared)
         # Derivative-order annealing: a second compiled step, first order, for the first
         # da_steps steps; switching between two compiled functions retraces nothing.
         self.first_order_step = (
             make_meta_step(run.make_learner(first_order=True), run.optimizer,
                            run.source.sample_train,
                            cfg.meta_batch, mesh=mesh, task_chunk=cfg.task_chunk,
-                           presampled=host, **seeds)
+                           presampled=host, **shared)
             if cfg.da_steps > start else None)
         self.stream = None
         if host:

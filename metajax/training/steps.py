@@ -88,7 +88,7 @@ def batch_task_grads(learner, params, tasks, step=0, *, keys=None, model_state=N
 def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, meta_batch: int,
                    *, jit: bool = True, mesh=None, task_chunk: int | None = None,
                    presampled: bool = False, seeds: bool = False,
-                   seed_chunk: int | None = None):
+                   seed_chunk: int | None = None, compiler_options: dict | None = None):
     """Builds ``meta_step(state, data) -> (state, metrics)``.
 
     One outer update: draw ``meta_batch`` tasks from ``data`` with a fresh key, average the tasks'
@@ -108,6 +108,10 @@ def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, met
     ``seed_chunk=1`` each seed's numbers are bit for bit those of its own single-seed step; a
     vmap batches each seed's convolutions and matmuls into one, whose float sums XLA may order
     differently (differences of float rounding, compounded by training).
+
+    ``compiler_options``: XLA options the step is compiled with (``jax.jit``'s), e.g.
+    :func:`metajax.models.conv.compiler_options`, which picks the library XLA:CPU runs native
+    convolutions with; None compiles with XLA's defaults.
     """
     if mesh is not None:
         check_divisible(meta_batch, mesh)
@@ -137,7 +141,9 @@ def make_meta_step(learner, optimizer: optax.GradientTransformation, sample, met
         def meta_step(state, data):
             return map_tasks(lambda s: one_seed(s, data), state, chunk=seed_chunk)
 
-    return jax.jit(meta_step, donate_argnums=0) if jit else meta_step
+    if not jit:
+        return meta_step
+    return jax.jit(meta_step, donate_argnums=0, compiler_options=compiler_options or None)
 
 
 def stack_states(states):
@@ -163,14 +169,14 @@ def step_sample_keys(rng, meta_batch: int):
 
 
 def make_eval_step(learner, sample, inner_steps: int, *, task_chunk: int | None = None,
-                   presampled: bool = False, mesh=None):
+                   presampled: bool = False, mesh=None, compiler_options: dict | None = None):
     """Builds ``eval_step(params, model_state, data, keys) -> metrics``, one value per key, jitted.
 
     Task ``i`` is drawn from ``keys[i]`` alone, so results do not depend on how tasks are batched.
     ``task_chunk``: see :func:`map_tasks`. With ``presampled``, ``data`` is the batch of tasks
     (drawn on the host from ``keys``). With a ``mesh`` the tasks are split over its devices (the
     batch must divide evenly) and the per-task results are gathered on every device, so every
-    process can read them.
+    process can read them. ``compiler_options``: as in :func:`make_meta_step`.
     """
     def eval_step(params, model_state, data, keys):
         tasks = data if presampled else sample_tasks(sample, keys, data)
@@ -180,7 +186,8 @@ def make_eval_step(learner, sample, inner_steps: int, *, task_chunk: int | None 
                                                        state=model_state),
                          tasks, chunk=task_chunk, mesh=mesh)
 
+    options = compiler_options or None
     if mesh is None:
-        return jax.jit(eval_step)
+        return jax.jit(eval_step, compiler_options=options)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.jit(eval_step, out_shardings=replicated)
+    return jax.jit(eval_step, out_shardings=replicated, compiler_options=options)
