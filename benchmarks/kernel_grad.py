@@ -1,15 +1,17 @@
 """The kernel-gradient of a 3x3 convolution inside a meta-step, in three forms.
 
-``"hybrid"`` computes a convolution's kernel-gradient ``dk = sum_{b,h,w} x_pad[b, h+i, w+j, c]
-g[b, h, w, f]`` as patches^T g (``metajax.models.conv``). This benchmark swaps that one function
-for each of two native convolutions and times the whole compiled meta-step (ANIL and FOMAML on
-the MiniImageNet shapes) side by side:
+``"hybrid"`` (``metajax.models.conv``) computes a convolution's kernel-gradient ``dk =
+sum_{b,h,w} x_pad[b, h+i, w+j, c] g[b, h, w, f]`` with one function,
+``conv._hybrid_kernel_grad``. This benchmark swaps it for each form below and times the whole
+compiled meta-step side by side:
 
-* ``patches``: metajax's ``hybrid`` as it is;
+* ``patches``: patches^T g, one matmul (hybrid's form until native convolutions ran on Eigen);
 * ``jax-transpose``: JAX's own transpose rule of the forward convolution, the form ``--conv-impl
   xla`` runs: one convolution with ``dim_labels=f01b_i01o->01bf``;
-* ``canonical``: the same contraction written as a convolution in the layout XLA:CPU's fast
-  (Eigen) path takes, ``b01f_01io->b01f``: x as (C, H, W, B), g as a (H', W', B, F) window.
+* ``canonical``: hybrid's form now: the same contraction written as a convolution in the layout
+  XLA:CPU's fast (Eigen) path takes, ``b01f_01io->b01f``: x as (C, H, W, B), g as a (H', W', B, F) window;
+* ``shifted-dots``: nine dots, one per kernel tap, of a strided slice of the padded input with
+  g, without the patches' concatenation.
 
 It also prints the ``dim_labels`` XLA compiled each kernel-gradient convolution to, inside the
 step and for the same convolution compiled on its own, which is what explains the timings.
@@ -38,17 +40,19 @@ def jax_transpose_kernel_grad(x, g, stride: int):
     return pullback(g)[0]
 
 
-def canonical_kernel_grad(x, g, stride: int):
+def shifted_dots_kernel_grad(x, g, stride: int):
     _, h, w, _ = x.shape
-    pads = (conv.same_padding(h, stride)[1], conv.same_padding(w, stride)[1])
-    grad = jax.lax.conv_general_dilated(
-        x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), window_strides=(1, 1), padding=pads,
-        rhs_dilation=(stride, stride), dimension_numbers=conv._DIMS)
-    return grad.transpose(1, 2, 0, 3)
+    out_h, (top, bottom) = conv.same_padding(h, stride)
+    out_w, (left, right) = conv.same_padding(w, stride)
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    taps = [jnp.einsum("bhwc,bhwf->cf", xp[:, di:di + (out_h - 1) * stride + 1:stride,
+                                          dj:dj + (out_w - 1) * stride + 1:stride, :], g)
+            for di in range(3) for dj in range(3)]
+    return jnp.stack(taps).reshape(3, 3, *taps[0].shape)
 
 
 FORMS = {"patches": conv._patches_kernel_grad, "jax-transpose": jax_transpose_kernel_grad,
-         "canonical": canonical_kernel_grad}
+         "canonical": conv._native_kernel_grad, "shifted-dots": shifted_dots_kernel_grad}
 
 
 def kernel_grad_dim_labels(hlo_text: str) -> list[str]:
@@ -68,18 +72,21 @@ def main(argv=None) -> None:
     parser.add_argument("--algos", default="anil,fomaml")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--forms", default=",".join(FORMS),
+                        help=f"comma-separated, of {','.join(FORMS)}")
     args = parser.parse_args(argv)
-    original = conv._patches_kernel_grad
+    forms = {name: FORMS[name] for name in args.forms.split(",")}
+    original = conv._hybrid_kernel_grad
     x, g = jnp.ones((25, 42, 42, 32)), jnp.ones((25, 42, 42, 32))
-    for name in ("jax-transpose", "canonical"):
+    for name in [n for n in ("jax-transpose", "canonical") if n in forms]:
         alone = jax.jit(FORMS[name], static_argnums=2).lower(x, g, 1).compile().as_text()
         print(f"# {name} compiled alone: dim_labels {kernel_grad_dim_labels(alone)}")
     fns, labels = {}, {}
     try:
         for workload in args.workloads.split(","):
             for algo in args.algos.split(","):
-                for name, form in FORMS.items():
-                    conv._patches_kernel_grad = form  # read by hybrid's kernel_grad when traced
+                for name, form in forms.items():
+                    conv._hybrid_kernel_grad = form  # read by hybrid's kernel_grad when traced
                     _, runners = prepare(workload, algo, conv_impl="hybrid", unroll=True,
                                          adapt=False)
                     step = runners["step"]
@@ -89,17 +96,17 @@ def main(argv=None) -> None:
                           f"{found}", flush=True)
                     fns[(workload, algo, name)] = lambda run=step: jax.block_until_ready(run())
     finally:
-        conv._patches_kernel_grad = original
+        conv._hybrid_kernel_grad = original
     times = interleaved_medians(fns, args.repeats, min_seconds=args.min_seconds)
-    print(f"{'workload':<20}{'algo':<8}" + "".join(f"{name:>16}" for name in FORMS) + "  (s/step)")
+    print(f"{'workload':<20}{'algo':<8}" + "".join(f"{name:>16}" for name in forms) + "  (s/step)")
     rows = []
     for workload in args.workloads.split(","):
         for algo in args.algos.split(","):
             print(f"{workload:<20}{algo:<8}" + "".join(
-                f"{times[(workload, algo, name)]:16.3f}" for name in FORMS))
+                f"{times[(workload, algo, name)]:16.3f}" for name in forms))
             rows.append({"workload": workload, "algo": algo, "labels": labels[(workload, algo)],
                          **{f"{name}_s": round(times[(workload, algo, name)], 4)
-                            for name in FORMS}})
+                            for name in forms}})
     print(json.dumps(rows))
 
 

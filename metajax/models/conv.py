@@ -7,11 +7,11 @@ Three implementations, with the same values and derivatives of every order:
   over per-task kernels it stays a batched matmul.
 * ``"xla"``: XLA's native convolution (``lax.conv_general_dilated``); JAX differentiates it, and
   its derivatives again, by its own rules.
-* ``"hybrid"``: every derivative, of every order, is one of three bilinear maps, each run on the
-  kernel XLA:CPU runs fastest in a meta-step: the forward convolution and the input-gradient (a
-  transposed convolution) natively, the kernel-gradient (a correlation of the input with the
-  output cotangent, which XLA:CPU runs as a slow generic loop inside a meta-step) as a patches
-  matmul.
+* ``"hybrid"``: every derivative, of every order, is one of three bilinear maps, each a native
+  convolution in a layout XLA:CPU runs on its fast path inside a meta-step: the forward
+  convolution, the input-gradient (a transposed convolution), and the kernel-gradient (a
+  correlation of the input with the output cotangent) written in Eigen's layout, where JAX's own
+  rule emits a layout XLA:CPU runs as a slow generic loop.
 
 Why "hybrid" stays on those three maps at every order: with ``T(x, k, g) = <conv(x, k), g>``
 the maps are its partial derivatives, ``conv = dT/dg``, ``input_grad = dT/dx``,
@@ -101,9 +101,29 @@ def _patches_kernel_grad(x, g, stride: int):
     return grad.reshape(3, 3, c, f)
 
 
+def _native_kernel_grad(x, g, stride: int):
+    # dk[i, j, c, f] = sum_{b,h,w} x_pad[b, s*h + i, s*w + j, c] g[b, h, w, f]: a convolution
+    # of x seen as (C, H, W, B) "images" with g seen as an (H', W', B, F) window dilated by the
+    # stride, written in the layout (b01f_01io->b01f) XLA:CPU hands to Eigen. JAX's own
+    # transpose rule emits f01b_i01o->01bf, which XLA:CPU runs as a generic loop in a meta-step
+    # (benchmarks/results/kernel_grad_cpu.txt).
+    _, h, w, _ = x.shape
+    pads = (same_padding(h, stride)[1], same_padding(w, stride)[1])
+    grad = jax.lax.conv_general_dilated(
+        x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), window_strides=(1, 1), padding=pads,
+        rhs_dilation=(stride, stride), dimension_numbers=_DIMS)
+    return grad.transpose(1, 2, 0, 3)
+
+
+# What hybrid's kernel_grad computes with (benchmarks/kernel_grad.py swaps it): the native form
+# is as fast or faster than patches on all 12 rows of kernel_grad_eigen_cpu.txt with
+# convolutions on Eigen (1.0-2.6x).
+_hybrid_kernel_grad = _native_kernel_grad
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_hybrid(x, kernel, stride: int = 1):
-    """``"hybrid"``: native forward and input-gradient, patches kernel-gradient, at any order.
+    """``"hybrid"``: native forward, input-gradient and kernel-gradient maps, at any order.
 
     Args:
       x: (B, H, W, C) inputs.
@@ -163,7 +183,7 @@ input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def kernel_grad(x, g, stride: int):
-    """The cotangent of a convolution's kernel: ``d<conv(x, kernel), g>/dkernel``, as patches^T g.
+    """The cotangent of a convolution's kernel: ``d<conv(x, kernel), g>/dkernel``, natively.
 
     Args:
       x: (B, H, W, C) the convolution's input.
@@ -173,7 +193,7 @@ def kernel_grad(x, g, stride: int):
     Returns:
       (3, 3, C, F).
     """
-    return _patches_kernel_grad(x, g, stride)
+    return _hybrid_kernel_grad(x, g, stride)
 
 
 def _kernel_grad_fwd(x, g, stride):
