@@ -132,3 +132,37 @@ def test_conv4_head_input_pool_averages_the_conv4_map():
     assert jnp.allclose(pooled.embed(params, x)[0], flat_features.mean(axis=(1, 2)), atol=1e-6)
     with pytest.raises(ValueError, match="--head-input pool is an option of the conv4 models"):
         build_model("mlp", 1, head_input="pool")
+
+
+def test_conv_block_folds_its_bias_into_batch_norm_exactly():
+    from metajax.models.layers import ConvBlock, batch_moments, batch_norm, conv3x3
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.PRNGKey(0), (4, 9, 9, 3), jnp.float64)
+        block = ConvBlock(features=5, downsample="stride")
+        params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64),
+                                        block.init(jax.random.PRNGKey(1), x))
+        p = params["params"]
+        p = {**p, "bias": jnp.linspace(-2.0, 3.0, 5), "offset": jnp.linspace(0.5, -0.5, 5),
+             "scale": jnp.linspace(0.5, 2.0, 5)}
+
+        def reference(p, stats=None):  # BN(conv + bias), the bias added at full size
+            y = conv3x3(x, p["kernel"], stride=2) + p["bias"]
+            mean, var = stats if stats is not None else batch_moments(y)
+            return jax.nn.relu(batch_norm(y, p["scale"], p["offset"], mean=mean, var=var))
+
+        out, moments = block.apply({"params": p}, x, mutable=["moments"])
+        np.testing.assert_allclose(out, reference(p), rtol=1e-12, atol=1e-12)
+        # the sown statistics are those of conv + bias, as MAML++'s running averages expect
+        y = conv3x3(x, p["kernel"], stride=2) + p["bias"]
+        np.testing.assert_allclose(moments["moments"]["mean"], batch_moments(y)[0], rtol=1e-12)
+        stats = (jnp.linspace(-1.0, 1.0, 5), jnp.linspace(0.5, 1.5, 5))
+        given = block.apply({"params": p, "bn_stats": {"mean": stats[0], "var": stats[1]}}, x)
+        np.testing.assert_allclose(given, reference(p, stats), rtol=1e-12, atol=1e-12)
+        # gradients agree with the unfolded block's, the bias's included
+        for s in (None, stats):
+            variables = ({} if s is None else {"bn_stats": {"mean": s[0], "var": s[1]}})
+            got = jax.grad(lambda q: jnp.sum(jnp.sin(block.apply({"params": q, **variables},
+                                                                  x))))(p)
+            want = jax.grad(lambda q: jnp.sum(jnp.sin(reference(q, s))))(p)
+            for k in p:
+                np.testing.assert_allclose(got[k], want[k], rtol=1e-9, atol=1e-10)

@@ -113,15 +113,22 @@ class ConvBlock(nn.Module):
                  if self.bn == "scale-offset" else 1.0)
         offset = self.param("offset", nn.initializers.zeros, (self.features,))
         stride = 2 if self.downsample == "stride" else 1
-        y = conv3x3(x, kernel.astype(x.dtype), stride=stride, impl=self.conv_impl) + bias
+        # The block is BN(z + bias) with z the convolution. The bias is folded into batch norm's
+        # per-channel constant, (z + bias - mean) a + offset = z a + (offset - (mean - bias) a),
+        # so no full-size pass adds it; with the batch's own statistics mean - bias is z's own
+        # mean and the bias cancels exactly (its gradient is zero, as it is mathematically).
+        z = conv3x3(x, kernel.astype(x.dtype), stride=stride, impl=self.conv_impl)
+        z = z.astype(jnp.promote_types(z.dtype, bias.dtype))  # the dtype z + bias would have
         if self.has_variable("bn_stats", "mean"):
-            mean = self.get_variable("bn_stats", "mean")
+            mean = self.get_variable("bn_stats", "mean")  # statistics of z + bias
             var = self.get_variable("bn_stats", "var")
+            centre = mean - bias
         else:
-            mean, var = batch_moments(y)
-            self.sow("moments", "mean", mean, reduce_fn=lambda _, v: v, init_fn=lambda: None)
+            centre, var = batch_moments(z)
+            self.sow("moments", "mean", centre + bias,
+                     reduce_fn=lambda _, v: v, init_fn=lambda: None)
             self.sow("moments", "var", var, reduce_fn=lambda _, v: v, init_fn=lambda: None)
-        y = jax.nn.relu(batch_norm(y, scale, offset, mean=mean, var=var))
+        y = jax.nn.relu(batch_norm(z, scale, offset, mean=centre, var=var))
         if self.downsample == "pool":
             y = max_pool_2x2(y)
         return y
