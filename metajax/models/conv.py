@@ -115,9 +115,9 @@ def _native_kernel_grad(x, g, stride: int):
     return grad.transpose(1, 2, 0, 3)
 
 
-# What hybrid's kernel_grad computes with (benchmarks/kernel_grad.py swaps it): the native form
-# is as fast or faster than patches on all 12 rows of kernel_grad_eigen_cpu.txt with
-# convolutions on Eigen (1.0-2.6x).
+# What hybrid's kernel_grad computes with (benchmarks/kernel_grad.py swaps it): with convolutions
+# on Eigen the native form was 1.01-2.6x faster than patches on 10 of the 12 rows of
+# kernel_grad_eigen_cpu.txt and 0.99x on the other two.
 _hybrid_kernel_grad = _native_kernel_grad
 
 
@@ -287,8 +287,8 @@ _CPU_CONV_LIBRARY_OPTIONS = {
     "eigen": _ynn("REDUCE", "INDIVIDUAL_DOT"),
 }
 CONV_LIBRARIES = tuple(_CPU_CONV_LIBRARY_OPTIONS)
-# Faster on all 12 rows of benchmarks/results/conv_library_cpu.txt (meta-step 1.01-1.21x,
-# adaptation 1.13-1.8x). Adding YNNPACK's ELTWISE or DOT fusions to it was not faster.
+# Faster on all 12 rows of benchmarks/results/conv_library_cpu.txt (meta-step 1.02-1.21x,
+# adaptation 1.11-1.79x). Adding YNNPACK's ELTWISE or DOT fusions to it was not faster.
 _FASTEST_CPU_CONV_LIBRARY = "eigen"
 
 
