@@ -51,6 +51,7 @@ from metajax.models.conv import (CONV_IMPLS, CONV_LIBRARIES, compiler_options,
                                  resolve_conv_impl, resolve_conv_library)
 from metajax.training import (create_train_state, default_task_chunk, make_eval_step,
                                make_meta_step)
+from metajax.training.host_memory import HOST_ALLOCATORS, configure_host_allocator
 from metajax.training.sharding import replicate, task_mesh
 from timing import interleaved_medians, median_seconds  # beside this file
 
@@ -291,7 +292,12 @@ def main(argv=None) -> None:
     parser.add_argument("--roofline", action="store_true",
                         help="measure the machine's float32 matmul GFLOP/s (jax, and torch with "
                              "--peer) before the table")
+    parser.add_argument("--host-allocator", default="reuse", choices=HOST_ALLOCATORS,
+                        help="glibc's handling of freed memory for the whole process, the peer "
+                             "included (metajax.training.host_memory; the CLI's default: reuse)")
     args = parser.parse_args(argv)
+    host_allocator = configure_host_allocator(args.host_allocator)  # before JAX's backend starts
+    print(f"# host allocator: {host_allocator}", flush=True)
     unroll = True if args.unroll == "true" else 1
     remats = {"false": [False], "true": [True], "both": [False, True]}[args.remat]
     device_counts = [int(n) for n in args.devices.split(",")]

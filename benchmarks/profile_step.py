@@ -37,6 +37,7 @@ import tempfile
 import jax
 
 from meta_step import WORKLOADS, prepare  # beside this file
+from metajax.training.host_memory import HOST_ALLOCATORS, configure_host_allocator
 from timing import median_seconds
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?\s([a-z][\w\-]*)\(")
@@ -102,7 +103,8 @@ def _trace_events(run, steps: int) -> list[dict]:
     return [e for e in events if e.get("ph") == "X"]
 
 
-def profile_metajax(workload: str, algo: str, conv_impl: str, steps: int) -> dict:
+def profile_metajax(workload: str, algo: str, conv_impl: str, steps: int, top: int = 8
+                     ) -> dict:
     """Per-step milliseconds of a metajax meta-step by kind, layer x pass, and top operations."""
     row, runners = prepare(workload, algo, conv_impl=conv_impl, unroll=True, adapt=False)
     labels = label_instructions(runners["step"].compiled.as_text())
@@ -119,7 +121,7 @@ def profile_metajax(workload: str, algo: str, conv_impl: str, steps: int) -> dic
         by_op[f"{event['name']} ({kind}, {layer} {direction})"] += ms
     return {"framework": "metajax", "workload": workload, "algo": algo,
             "conv_impl": row["conv_impl"], "wall_ms": 1e3 * wall, "by_kind": by_kind,
-            "by_layer": by_layer, "top": by_op.most_common(8)}
+            "by_layer": by_layer, "top": by_op.most_common(top)}
 
 
 _TORCH_KINDS = (("conv", ("convolution", "conv2d", "mkldnn_conv")),
@@ -130,7 +132,8 @@ _TORCH_KINDS = (("conv", ("convolution", "conv2d", "mkldnn_conv")),
                 ("copy", ("copy_", "contiguous", "clone", "to_copy", "_to_copy")))
 
 
-def profile_torch(workload: str, algo: str, steps: int, threads: int | None) -> dict:
+def profile_torch(workload: str, algo: str, steps: int, threads: int | None, top: int = 8
+                  ) -> dict:
     """learn2learn's step on ``workload``'s shapes under ``torch.profiler``: self time by kind."""
     import peer_learn2learn  # beside this file
     import torch
@@ -152,7 +155,7 @@ def profile_torch(workload: str, algo: str, steps: int, threads: int | None) -> 
         by_op[f"{name} ({kind})"] += ms
     return {"framework": "learn2learn", "workload": workload, "algo": algo, "conv_impl": "torch",
             "wall_ms": 1e3 * wall, "by_kind": by_kind, "by_layer": {},
-            "top": by_op.most_common(8)}
+            "top": by_op.most_common(top)}
 
 
 KINDS = ("conv", "matmul", "slices", "copy", "elementwise", "pool", "batch norm", "optimizer")
@@ -179,15 +182,20 @@ def main(argv=None) -> None:
     parser.add_argument("--peer", default=None, choices=("torch",),
                         help="also profile learn2learn's step (torch.profiler)")
     parser.add_argument("--torch-threads", type=int, default=None)
+    parser.add_argument("--host-allocator", default="reuse", choices=HOST_ALLOCATORS,
+                        help="as in benchmarks/meta_step.py (the CLI's default: reuse)")
+    parser.add_argument("--top", type=int, default=8, help="operations listed per row")
     args = parser.parse_args(argv)
+    print(f"# host allocator: {configure_host_allocator(args.host_allocator)}", flush=True)
     results = []
     for workload in args.workloads.split(","):
         for algo in args.algos.split(","):
             for conv_impl in args.conv_impl.split(","):
-                results.append(profile_metajax(workload, algo, conv_impl, args.steps))
+                results.append(profile_metajax(workload, algo, conv_impl, args.steps, args.top))
                 print_profile(results[-1])
             if args.peer:
-                results.append(profile_torch(workload, algo, args.steps, args.torch_threads))
+                results.append(profile_torch(workload, algo, args.steps, args.torch_threads,
+                                             args.top))
                 print_profile(results[-1])
             sys.stdout.flush()
     for p in results:

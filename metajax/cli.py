@@ -299,12 +299,19 @@ def main(argv=None) -> int:
     from metajax.training.checkpoint import CheckpointError
     from metajax.training.loop import (NonFiniteLossError, TrainingInterrupted, evaluate_run,
                                        train_and_evaluate)
+    from metajax.training.host_memory import configure_host_allocator
     from metajax.training.workdir import WorkdirError, os_error_message
 
     try:
         if args.command == "train":
             cfg = _train_config(args)
+            # Before JAX's backend starts (its threads take their arenas at their first
+            # allocation); called in a process that already ran JAX it changes nothing.
+            configure_host_allocator(cfg.host_allocator)
             _start_distributed(args)
+        else:
+            configure_host_allocator("reuse")
+        if args.command == "train":
             if cfg.env is not None and jax_process_count() > 1:
                 raise ValueError("meta-RL (--env) runs in one process: its rollouts are not "
                                  "split over processes; drop --distributed (several devices of "

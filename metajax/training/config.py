@@ -69,6 +69,7 @@ class Config:
     task_chunk: int | None = None   # tasks vmapped at a time (0: all); None: 1 on CPU, all elsewhere
     unroll: bool = True             # unroll the inner-loop scan (fast on CPU, slower to compile)
     remat: bool = False             # recompute inner steps in the backward pass (memory flat in steps)
+    host_allocator: str = "reuse"   # reuse (keep freed host memory: no page faults per step) | system
     log_every: int = 50
     eval_every: int = 1000
     eval_tasks: int = 100           # validation tasks per periodic evaluation
@@ -145,6 +146,10 @@ class Config:
         if self.conv_library not in ("auto", *CONV_LIBRARIES):
             problems.append(f"unknown --conv-library {self.conv_library!r}; choose one of: "
                             f"auto, {', '.join(CONV_LIBRARIES)}")
+        from metajax.training.host_memory import HOST_ALLOCATORS  # noqa: PLC0415
+        if self.host_allocator not in HOST_ALLOCATORS:
+            problems.append(f"unknown --host-allocator {self.host_allocator!r}; choose one of: "
+                            f"{', '.join(HOST_ALLOCATORS)}")
         if self.data_on not in DATA_PLACEMENTS:
             problems.append(f"unknown --data-on {self.data_on!r}; choose one of: "
                             f"{', '.join(DATA_PLACEMENTS)}")
@@ -347,6 +352,10 @@ FIELD_HELP = {
     "seed_chunk": ("training", 'seeds vmapped at a time (0: all); None: 1 on CPU, all elsewhere'),
     "shard_tasks": ("training", 'split the task batch over all devices when there are several'),
     "task_chunk": ("training", 'tasks vmapped at a time (0: all); None: 1 on CPU, all elsewhere'),
+    "host_allocator": ("training", 'reuse (the CLI keeps freed host memory in the process, so '
+                                   'XLA:CPU does not page-fault its buffers in on every step: '
+                                   'metajax.training.host_memory) | system (the C library\'s '
+                                   'defaults)'),
     "log_every": ("training", 'steps between logged training metrics'),
     "eval_every": ("training", 'steps between validations'),
     "eval_tasks": ("training", 'validation tasks per periodic evaluation'),
