@@ -17,6 +17,7 @@ _EXPORTS = {
     "build_model": "metajax.models",
     "classification": "metajax.algorithms",
     "combine": "metajax.core",
+    "configure_host_allocator": "metajax.training",
     "evaluate_run": "metajax.training",
     "fomaml": "metajax.algorithms",
     "freeze_mask": "metajax.core",

@@ -10,6 +10,7 @@ _EXPORTS = {
     "TaskSource": "metajax.training.tasks",
     "TrainState": "metajax.training.state",
     "batch_task_grads": "metajax.training.steps",
+    "configure_host_allocator": "metajax.training.host_memory",
     "create_train_state": "metajax.training.state",
     "default_task_chunk": "metajax.training.steps",
     "evaluate_run": "metajax.training.loop",
