@@ -292,9 +292,9 @@ def main(argv=None) -> None:
     parser.add_argument("--roofline", action="store_true",
                         help="measure the machine's float32 matmul GFLOP/s (jax, and torch with "
                              "--peer) before the table")
-    parser.add_argument("--host-allocator", default="reuse", choices=HOST_ALLOCATORS,
+    parser.add_argument("--host-allocator", default="system", choices=HOST_ALLOCATORS,
                         help="glibc's handling of freed memory for the whole process, the peer "
-                             "included (metajax.training.host_memory; the CLI's default: reuse)")
+                             "included (metajax.training.host_memory; the CLI's default: system)")
     args = parser.parse_args(argv)
     host_allocator = configure_host_allocator(args.host_allocator)  # before JAX's backend starts
     print(f"# host allocator: {host_allocator}", flush=True)

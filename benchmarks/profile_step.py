@@ -182,8 +182,8 @@ def main(argv=None) -> None:
     parser.add_argument("--peer", default=None, choices=("torch",),
                         help="also profile learn2learn's step (torch.profiler)")
     parser.add_argument("--torch-threads", type=int, default=None)
-    parser.add_argument("--host-allocator", default="reuse", choices=HOST_ALLOCATORS,
-                        help="as in benchmarks/meta_step.py (the CLI's default: reuse)")
+    parser.add_argument("--host-allocator", default="system", choices=HOST_ALLOCATORS,
+                        help="as in benchmarks/meta_step.py (the CLI's default: system)")
     parser.add_argument("--top", type=int, default=8, help="operations listed per row")
     args = parser.parse_args(argv)
     print(f"# host allocator: {configure_host_allocator(args.host_allocator)}", flush=True)

@@ -309,8 +309,6 @@ def main(argv=None) -> int:
             # allocation); called in a process that already ran JAX it changes nothing.
             configure_host_allocator(cfg.host_allocator)
             _start_distributed(args)
-        else:
-            configure_host_allocator("reuse")
         if args.command == "train":
             if cfg.env is not None and jax_process_count() > 1:
                 raise ValueError("meta-RL (--env) runs in one process: its rollouts are not "

@@ -240,8 +240,9 @@ def default_conv_impl(algo: str, backend: str | None = None,
                       task_chunk: int | None = None) -> ConvImpl:
     """The convolution implementation that meta-trains ``algo`` fastest on ``backend``.
 
-    This is the one place the choice is made (``conv_impl="auto"``, the default of
-    ``metajax.training.Config``, resolves here).
+    This is the one place the choice is made (``conv_impl="auto"`` of
+    ``metajax.training.Config`` and of the benchmarks resolves here; the Config's default is
+    still ``"patches"``).
 
     Args:
       algo: the algorithm's name (``Config.algo``); one not measured gets the backend's

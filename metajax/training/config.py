@@ -69,7 +69,7 @@ class Config:
     task_chunk: int | None = None   # tasks vmapped at a time (0: all); None: 1 on CPU, all elsewhere
     unroll: bool = True             # unroll the inner-loop scan (fast on CPU, slower to compile)
     remat: bool = False             # recompute inner steps in the backward pass (memory flat in steps)
-    host_allocator: str = "reuse"   # reuse (keep freed host memory: no page faults per step) | system
+    host_allocator: str = "system"  # system (the C library's defaults) | reuse (keep freed host memory)
     log_every: int = 50
     eval_every: int = 1000
     eval_tasks: int = 100           # validation tasks per periodic evaluation
@@ -352,10 +352,11 @@ FIELD_HELP = {
     "seed_chunk": ("training", 'seeds vmapped at a time (0: all); None: 1 on CPU, all elsewhere'),
     "shard_tasks": ("training", 'split the task batch over all devices when there are several'),
     "task_chunk": ("training", 'tasks vmapped at a time (0: all); None: 1 on CPU, all elsewhere'),
-    "host_allocator": ("training", 'reuse (the CLI keeps freed host memory in the process, so '
-                                   'XLA:CPU does not page-fault its buffers in on every step: '
-                                   'metajax.training.host_memory) | system (the C library\'s '
-                                   'defaults)'),
+    "host_allocator": ("training", 'system (the C library\'s defaults) | reuse (keep freed host '
+                                   'memory: no page faults for XLA:CPU\'s buffers on every step, '
+                                   'but one allocator lock for all threads; faster on the large-'
+                                   'buffer Table 4 and MiniImageNet steps, slower on Omniglot\'s: '
+                                   'metajax.training.host_memory)'),
     "log_every": ("training", 'steps between logged training metrics'),
     "eval_every": ("training", 'steps between validations'),
     "eval_tasks": ("training", 'validation tasks per periodic evaluation'),
