@@ -1,19 +1,25 @@
-"""Host memory: keep XLA:CPU's per-execution buffers in the process instead of re-mapping them.
+"""Host memory: optionally keep XLA:CPU's per-execution buffers mapped instead of re-mapping them.
 
 XLA:CPU allocates a compiled program's temporary buffer (and its outputs) with ``malloc`` on
 every execution, from the worker thread that runs it. glibc serves a request that large from a
 fresh ``mmap`` (a worker thread's arena cannot hold more than 64 MiB; the main arena maps
-anything over its threshold, at most 32 MiB) and unmaps it on ``free``. Every page of the
-buffer is then a page fault, zero-filled by the kernel, on every step: a MiniImageNet Table 4
-ANIL meta-step (96 MB of temporaries) took 23,400 minor faults and 60 ms of system time per
-step on this project's 2-core machine, more than half of its 103 ms wall time
-(``benchmarks/host_allocator.py`` prints faults, system time and step time for both
-settings). PyTorch's CPU tensors go through the same ``malloc`` and pay the same.
+anything over its threshold, at most 32 MiB) and unmaps it on ``free``, so every page of the
+buffer is a page fault, zero-filled by the kernel, on every step. A MiniImageNet Table 4 5w5s
+ANIL meta-step (96 MB of temporaries) took 23,400 minor faults and 70 ms of system time per
+step on this project's 2-core machine, against a 108 ms wall time; learn2learn's step on the
+same shapes took 27,000 faults and 69 ms (PyTorch's CPU tensors go through the same
+``malloc``). ``benchmarks/host_allocator.py`` prints faults, CPU times and step times for
+each setting; ``benchmarks/results/host_allocator_cpu.txt`` holds the runs.
 
 ``configure_host_allocator("reuse")`` tells glibc to keep freed memory: one arena for all
-threads, served from the heap (no ``mmap`` per request), never trimmed. A step then reuses the
-pages the previous step faulted in. The cost: the process keeps its peak heap size until it
-exits (as a caching allocator does), and threads share one arena's lock.
+threads, served from the heap (no ``mmap`` per request), never trimmed, so a step reuses the
+pages the previous step faulted in. In those runs it took the Table 4 5w5s ANIL step from 108 to
+79 ms and MiniImageNet MAML from 1709 to 1353 ms, but made the Omniglot 20-way steps slower
+(MAML 1057 -> 1863 ms, FOMAML 566 -> 1043, ANIL 348 -> 643, with more user and system
+time; all threads then share one arena and its lock, a likely cause that was not profiled). It
+is therefore opt-in (``Config.host_allocator``, ``--host-allocator``); the default is
+``"system"``. The process also keeps its peak heap size until it exits, as a caching allocator
+does.
 
 glibc reads these settings when a thread first allocates, so they must be set before JAX starts
 its CPU backend (the first array or computation); once it has started this function changes
@@ -56,8 +62,9 @@ def configure_host_allocator(mode: str = "reuse") -> str:
 
     Args:
       mode: ``"reuse"`` keeps freed memory in the process, so that XLA:CPU's buffers of one
-        step are the already-mapped pages of the previous step's (see the module docstring);
-        ``"system"`` leaves the C library's defaults.
+        step are the already-mapped pages of the previous step's (faster for steps with large
+        buffers, slower for others: see the module docstring); ``"system"`` leaves the C
+        library's defaults.
 
     Returns:
       What was done: ``"reuse"`` (set now), ``"system"`` (nothing asked), or, when nothing could
