@@ -11,21 +11,21 @@ same shapes took 27,000 faults and 69 ms (PyTorch's CPU tensors go through the s
 ``malloc``). ``benchmarks/host_allocator.py`` prints faults, CPU times and step times for
 each setting; ``benchmarks/results/host_allocator_cpu.txt`` holds the runs.
 
-``configure_host_allocator("reuse")`` tells glibc to keep freed memory: one arena for all
-threads, served from the heap (no ``mmap`` per request), never trimmed, so a step reuses the
-pages the previous step faulted in. In those runs it took the Table 4 5w5s ANIL step from 108 to
-79 ms and MiniImageNet MAML from 1709 to 1353 ms, but made the Omniglot 20-way steps slower
-(MAML 1057 -> 1863 ms, FOMAML 566 -> 1043, ANIL 348 -> 643, with more user and system
-time; all threads then share one arena and its lock, a likely cause that was not profiled). It
-is therefore opt-in (``Config.host_allocator``, ``--host-allocator``); the default is
-``"system"``. The process also keeps its peak heap size until it exits, as a caching allocator
-does.
+``configure_host_allocator("reuse")`` makes that buffer come from the heap and stay there: it
+runs single-device computations on the calling thread (JAX's ``jax_cpu_enable_async_dispatch``
+off: the call returns when the computation is done, which ``block_until_ready`` waits for
+anyway), so their buffers come from the main arena, and tells glibc never to ``mmap`` a request
+(``M_MMAP_MAX`` 0) and never to give freed heap back (``M_TRIM_THRESHOLD``). A step then
+reuses the pages the previous step faulted in. Worker threads keep their own arenas.
+(A first version put all threads on one arena instead, ``M_ARENA_MAX`` 1, and made the Omniglot
+20-way steps slower, e.g. MAML 1057 -> 1863 ms: ``benchmarks/results/host_allocator_cpu.txt``.)
+The process keeps its peak heap size until it exits, as a caching allocator does, and Python
+no longer runs ahead of a single-device computation (multi-device computations stay
+asynchronous). The default is ``"system"``.
 
 glibc reads these settings when a thread first allocates, so they must be set before JAX starts
 its CPU backend (the first array or computation); once it has started this function changes
-nothing and says so. Setting ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0
-MALLOC_TRIM_THRESHOLD_=2147483647`` in the environment of the process does the same from its
-first instruction.
+nothing and says so.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ import platform
 HOST_ALLOCATORS = ("reuse", "system")
 
 # glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _NEVER_TRIM = 2**31 - 1  # mallopt takes an int
 
 
@@ -61,15 +61,15 @@ def configure_host_allocator(mode: str = "reuse") -> str:
     """Sets how the host allocator treats freed memory; call before the first JAX computation.
 
     Args:
-      mode: ``"reuse"`` keeps freed memory in the process, so that XLA:CPU's buffers of one
-        step are the already-mapped pages of the previous step's (faster for steps with large
-        buffers, slower for others: see the module docstring); ``"system"`` leaves the C
-        library's defaults.
+      mode: ``"reuse"`` keeps freed memory in the process and runs single-device
+        computations on the calling thread, so that XLA:CPU's buffers of one step are the
+        already-mapped pages of the previous step's (see the module docstring); ``"system"``
+        leaves the C library's and JAX's defaults.
 
     Returns:
       What was done: ``"reuse"`` (set now), ``"system"`` (nothing asked), or, when nothing could
       be set, ``"unsupported: <why>"`` (not glibc) or ``"too late: <why>"`` (JAX's backend had
-      already started; its threads keep the arenas they have).
+      already started: its dispatch mode is fixed).
 
     Raises:
       ValueError: for an unknown mode.
@@ -84,10 +84,14 @@ def configure_host_allocator(mode: str = "reuse") -> str:
         return f"unsupported: the C library is not glibc ({platform.system()})"
     if _jax_backend_started():
         return ("too late: JAX's CPU backend has already started; call "
-                "configure_host_allocator() before the first JAX computation, or set "
-                "MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 in the "
-                "environment")
-    for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER_TRIM)):
+                "configure_host_allocator() before the first JAX computation")
+    import jax
+
+    for param, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER_TRIM)):
         if libc.mallopt(param, value) != 1:  # mallopt returns 1 on success
             return f"unsupported: glibc rejected mallopt({param}, {value})"
+    # The executing thread allocates the buffers: then the caller's, whose (main) arena serves
+    # any size from the heap; a worker thread's arena maps anything over 64 MiB whatever the
+    # setting.
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
     return "reuse"
