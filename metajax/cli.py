@@ -305,8 +305,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             cfg = _train_config(args)
-            # Before JAX's backend starts (its threads take their arenas at their first
-            # allocation); called in a process that already ran JAX it changes nothing.
+            # Before JAX's backend starts (which fixes its dispatch mode); called in a process
+            # that already ran JAX it changes nothing.
             configure_host_allocator(cfg.host_allocator)
             _start_distributed(args)
         if args.command == "train":

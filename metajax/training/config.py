@@ -352,11 +352,10 @@ FIELD_HELP = {
     "seed_chunk": ("training", 'seeds vmapped at a time (0: all); None: 1 on CPU, all elsewhere'),
     "shard_tasks": ("training", 'split the task batch over all devices when there are several'),
     "task_chunk": ("training", 'tasks vmapped at a time (0: all); None: 1 on CPU, all elsewhere'),
-    "host_allocator": ("training", 'system (the C library\'s defaults) | reuse (keep freed host '
-                                   'memory: no page faults for XLA:CPU\'s buffers on every step, '
-                                   'but one allocator lock for all threads; faster on the large-'
-                                   'buffer Table 4 and MiniImageNet steps, slower on Omniglot\'s: '
-                                   'metajax.training.host_memory)'),
+    "host_allocator": ("training", 'system (the C library\'s and JAX\'s defaults) | reuse (keep '
+                                   'freed host memory and run single-device computations on the '
+                                   'calling thread, so XLA:CPU\'s buffers are not page-faulted in '
+                                   'on every step: metajax.training.host_memory)'),
     "log_every": ("training", 'steps between logged training metrics'),
     "eval_every": ("training", 'steps between validations'),
     "eval_tasks": ("training", 'validation tasks per periodic evaluation'),
