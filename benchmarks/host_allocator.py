@@ -1,7 +1,7 @@
 """Page faults, system time and step time of a meta-step under each host-allocator setting.
 
-Each (workload, algorithm, framework, setting) runs in a fresh process, because glibc's
-allocator settings hold for the whole process from the moment its threads first allocate
+Each (workload, algorithm, framework, setting) runs in a fresh process, because the setting
+holds for the whole process and must be made before JAX's backend starts
 (``metajax.training.host_memory``). The settings alternate process by process for
 ``--rounds`` rounds, so that a slow spell of the machine hits both alike; the table shows
 per-step medians over the rounds of wall time, user and system CPU time and minor page faults,

@@ -309,7 +309,6 @@ def main(argv=None) -> int:
             # that already ran JAX it changes nothing.
             configure_host_allocator(cfg.host_allocator)
             _start_distributed(args)
-        if args.command == "train":
             if cfg.env is not None and jax_process_count() > 1:
                 raise ValueError("meta-RL (--env) runs in one process: its rollouts are not "
                                  "split over processes; drop --distributed (several devices of "
