@@ -66,6 +66,49 @@ def kernel_grad_dim_labels(hlo_text: str) -> list[str]:
     return sorted(set(labels))
 
 
+def time_swapped_forms(attribute: str, forms: dict, workloads: list[str], algos: list[str],
+                       repeats: int, min_seconds: float, describe) -> dict:
+    """Median s/step of hybrid's meta-step with ``conv.<attribute>`` set to each form in turn.
+
+    Every (workload, algo, form) step is compiled first (the attribute is read when hybrid's map
+    is traced) and then timed in turns, so the forms' ratios are side by side. ``describe(hlo)``
+    says what each compiled step holds; it is printed as each compiles.
+
+    Returns:
+      ``{(workload, algo, form): seconds}``.
+    """
+    original = getattr(conv, attribute)
+    fns = {}
+    try:
+        for workload in workloads:
+            for algo in algos:
+                for name, form in forms.items():
+                    setattr(conv, attribute, form)
+                    _, runners = prepare(workload, algo, conv_impl="hybrid", unroll=True,
+                                         adapt=False)
+                    step = runners["step"]
+                    print(f"# {workload} {algo} {name}: {describe(step.compiled.as_text())}",
+                          flush=True)
+                    fns[(workload, algo, name)] = lambda run=step: jax.block_until_ready(run())
+    finally:
+        setattr(conv, attribute, original)
+    return interleaved_medians(fns, repeats, min_seconds=min_seconds)
+
+
+def print_form_table(times: dict, workloads: list[str], algos: list[str], forms: dict) -> list:
+    """The s/step table of :func:`time_swapped_forms` and its rows as dicts."""
+    print(f"{'workload':<20}{'algo':<8}" + "".join(f"{name:>18}" for name in forms) + "  (s/step)")
+    rows = []
+    for workload in workloads:
+        for algo in algos:
+            print(f"{workload:<20}{algo:<8}" + "".join(
+                f"{times[(workload, algo, name)]:18.3f}" for name in forms))
+            rows.append({"workload": workload, "algo": algo,
+                         **{f"{name}_s": round(times[(workload, algo, name)], 4)
+                            for name in forms}})
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="table4-mini-5w5s,miniimagenet-5w1s")
@@ -76,38 +119,15 @@ def main(argv=None) -> None:
                         help=f"comma-separated, of {','.join(FORMS)}")
     args = parser.parse_args(argv)
     forms = {name: FORMS[name] for name in args.forms.split(",")}
-    original = conv._hybrid_kernel_grad
     x, g = jnp.ones((25, 42, 42, 32)), jnp.ones((25, 42, 42, 32))
     for name in [n for n in ("jax-transpose", "canonical") if n in forms]:
         alone = jax.jit(FORMS[name], static_argnums=2).lower(x, g, 1).compile().as_text()
         print(f"# {name} compiled alone: dim_labels {kernel_grad_dim_labels(alone)}")
-    fns, labels = {}, {}
-    try:
-        for workload in args.workloads.split(","):
-            for algo in args.algos.split(","):
-                for name, form in forms.items():
-                    conv._hybrid_kernel_grad = form  # read by hybrid's kernel_grad when traced
-                    _, runners = prepare(workload, algo, conv_impl="hybrid", unroll=True,
-                                         adapt=False)
-                    step = runners["step"]
-                    found = kernel_grad_dim_labels(step.compiled.as_text())
-                    labels.setdefault((workload, algo), {})[name] = found
-                    print(f"# {workload} {algo} {name}: kernel-gradient dim_labels in the step "
-                          f"{found}", flush=True)
-                    fns[(workload, algo, name)] = lambda run=step: jax.block_until_ready(run())
-    finally:
-        conv._hybrid_kernel_grad = original
-    times = interleaved_medians(fns, args.repeats, min_seconds=args.min_seconds)
-    print(f"{'workload':<20}{'algo':<8}" + "".join(f"{name:>16}" for name in forms) + "  (s/step)")
-    rows = []
-    for workload in args.workloads.split(","):
-        for algo in args.algos.split(","):
-            print(f"{workload:<20}{algo:<8}" + "".join(
-                f"{times[(workload, algo, name)]:16.3f}" for name in forms))
-            rows.append({"workload": workload, "algo": algo, "labels": labels[(workload, algo)],
-                         **{f"{name}_s": round(times[(workload, algo, name)], 4)
-                            for name in forms}})
-    print(json.dumps(rows))
+    workloads, algos = args.workloads.split(","), args.algos.split(",")
+    times = time_swapped_forms(
+        "_hybrid_kernel_grad", forms, workloads, algos, args.repeats, args.min_seconds,
+        lambda hlo: f"kernel-gradient dim_labels in the step {kernel_grad_dim_labels(hlo)}")
+    print(json.dumps(print_form_table(times, workloads, algos, forms)))
 
 
 if __name__ == "__main__":

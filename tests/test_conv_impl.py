@@ -1,4 +1,4 @@
-"""The "hybrid" convolution (a custom_vjp: native forward/input-gradient, patches kernel-gradient)
+"""The "hybrid" convolution (custom_vjp functions: native forward, input- and kernel-gradient)
 against "patches" in float64: values and derivatives up to third order, finite differences,
 vmap == loop, and Conv4 MAML/ANIL meta-gradients."""
 import jax
@@ -12,7 +12,9 @@ from metajax.models.conv import (CONV_LIBRARIES, compiler_options, conv3x3, defa
                                  input_grad, kernel_grad, resolve_conv_impl, resolve_conv_library)
 from metajax.training import Config
 
-SHAPES = [(1, (7, 9)), (2, (7, 9)), (2, (8, 6))]  # (stride, (H, W)); odd sizes
+# (stride, (H, W)); odd sizes, and a strided output smaller than the kernel (2 x 2), the case
+# XLA would compute with swapped operands.
+SHAPES = [(1, (7, 9)), (2, (7, 9)), (2, (8, 6)), (2, (4, 3))]
 
 
 def _inputs(size, seed=0, batch=2, c=3, f=4):

@@ -82,7 +82,7 @@ def conv_native(x, kernel, stride: int = 1):
         padding=(same_padding(h, stride)[1], same_padding(w, stride)[1]), dimension_numbers=_DIMS)
 
 
-def _native_input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
+def _input_grad_pads(g, stride: int, in_hw: tuple[int, int]) -> list[tuple[int, int]]:
     # x[j] feeds y[i] through kernel tap j + before - i*stride, so dx is the correlation of g
     # dilated by the stride with the flipped kernel (in/out channels swapped), padded so that
     # output row j starts at dilated row j + before - 2.
@@ -90,9 +90,38 @@ def _native_input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
     for size, out_size in zip(in_hw, g.shape[1:3]):
         before = same_padding(size, stride)[1][0]
         pads.append((2 - before, size + before - (out_size - 1) * stride - 1))
+    return pads
+
+
+def _lhs_dilated_input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
+    # The stride as the convolution's lhs_dilation: JAX's own transpose rule's form.
+    return jax.lax.conv_general_dilated(
+        g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), window_strides=(1, 1),
+        padding=_input_grad_pads(g, stride, in_hw), lhs_dilation=(stride, stride),
+        dimension_numbers=_DIMS)
+
+
+def _zero_interleaved_input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
+    # The same correlation with g dilated beforehand (stride - 1 zeros between its rows and
+    # columns, lax.pad's interior padding) and a plain stride-1 convolution.
+    pads = _input_grad_pads(g, stride, in_hw)
+    interior = (0, 0, stride - 1)
+    g = jax.lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), interior, interior, (0, 0, 0)))
     return jax.lax.conv_general_dilated(
         g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), window_strides=(1, 1), padding=pads,
-        lhs_dilation=(stride, stride), dimension_numbers=_DIMS)
+        dimension_numbers=_DIMS)
+
+
+def _unswapped_input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
+    # Where g is smaller than the kernel (Omniglot's conv4: 2x2), XLA's algebraic simplifier
+    # swaps an lhs-dilated convolution's operands into the layout 01fb_o01i->f01b, slower on
+    # XLA:CPU; zero-interleaving g beforehand keeps the operands in place. Larger
+    # g keep lhs_dilation, faster there than the zero-interleaved form (Omniglot MAML 0.80 vs
+    # 0.96 s/step with every input-gradient zero-interleaved; this form 0.74:
+    # benchmarks/results/input_grad_cpu.txt).
+    if min(g.shape[1:3]) < kernel.shape[0]:
+        return _zero_interleaved_input_grad(g, kernel, stride, in_hw)
+    return _lhs_dilated_input_grad(g, kernel, stride, in_hw)
 
 
 def _patches_kernel_grad(x, g, stride: int):
@@ -119,6 +148,10 @@ def _native_kernel_grad(x, g, stride: int):
 # on Eigen the native form was 1.01-2.6x faster than patches on 10 of the 12 rows of
 # kernel_grad_eigen_cpu.txt and 0.99x on the other two.
 _hybrid_kernel_grad = _native_kernel_grad
+
+
+# What hybrid's input_grad computes with (benchmarks/input_grad.py swaps it).
+_hybrid_input_grad = _unswapped_input_grad
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -165,7 +198,7 @@ def input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
     Returns:
       (B, H, W, C).
     """
-    return _native_input_grad(g, kernel, stride, in_hw)
+    return _hybrid_input_grad(g, kernel, stride, in_hw)
 
 
 def _input_grad_fwd(g, kernel, stride, in_hw):

@@ -1,0 +1,69 @@
+"""The input-gradient of a strided 3x3 convolution inside a meta-step, in three forms.
+
+``"hybrid"`` (``metajax.models.conv``) computes a convolution's input-gradient, the correlation
+of the output cotangent g dilated by the stride with the flipped kernel, with one function,
+``conv._hybrid_input_grad``. This benchmark swaps it for each form below and times the whole
+compiled meta-step side by side (``benchmarks/kernel_grad.py``'s procedure):
+
+* ``lhs-dilation``: one convolution whose ``lhs_dilation`` is the stride (JAX's own transpose
+  rule's form, and hybrid's until 2026-12-04);
+* ``zero-interleaved``: g padded with ``stride - 1`` zeros between rows and columns
+  (``lax.pad``'s interior padding), then a plain stride-1 convolution;
+* ``unswapped``: hybrid's form now: ``zero-interleaved`` where g is smaller than the kernel
+  (there XLA swaps the lhs-dilated convolution's operands into a layout off its Eigen path),
+  ``lhs-dilation`` elsewhere.
+
+A stride-1 convolution is the same in both, so only models with strided convolutions (the
+Omniglot Conv4) can differ. It also prints the convolutions each compiled step holds that have
+an ``lhs_dilate`` or run in a layout other than ``b01f_01io->b01f`` (XLA:CPU's Eigen layout).
+
+    python benchmarks/input_grad.py --workloads omniglot-20w1s --algos maml,fomaml,anil \
+        --host-allocator reuse
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+
+import metajax.models.conv as conv
+from metajax.training.host_memory import HOST_ALLOCATORS, configure_host_allocator
+from kernel_grad import print_form_table, time_swapped_forms  # beside this file
+
+FORMS = {"lhs-dilation": conv._lhs_dilated_input_grad,
+         "zero-interleaved": conv._zero_interleaved_input_grad,
+         "unswapped": conv._unswapped_input_grad}
+
+
+def off_path_convolutions(hlo_text: str) -> str:
+    """How many convolutions in ``hlo_text`` have an lhs_dilate, and which other layouts occur."""
+    dilated, layouts = 0, collections.Counter()
+    for line in hlo_text.splitlines():
+        match = re.search(r" convolution\(.*dim_labels=([^,\s]+)", line)
+        if not match:
+            continue
+        dilated += "lhs_dilate" in line
+        if match.group(1) != "b01f_01io->b01f":
+            layouts[match.group(1)] += 1
+    return f"{dilated} convolutions with lhs_dilate; other layouts {dict(layouts)}"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default="omniglot-20w1s")
+    parser.add_argument("--algos", default="maml,fomaml,anil")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--host-allocator", default="system", choices=HOST_ALLOCATORS,
+                        help="metajax.configure_host_allocator's mode")
+    args = parser.parse_args(argv)
+    print(f"# host allocator: {configure_host_allocator(args.host_allocator)}", flush=True)
+    workloads, algos = args.workloads.split(","), args.algos.split(",")
+    times = time_swapped_forms("_hybrid_input_grad", FORMS, workloads, algos, args.repeats,
+                               args.min_seconds, off_path_convolutions)
+    print(json.dumps(print_form_table(times, workloads, algos, FORMS)))
+
+
+if __name__ == "__main__":
+    main()
