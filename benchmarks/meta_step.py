@@ -230,7 +230,13 @@ def _peer_row(workload: str, algo: str, args) -> dict | None:
         print(f"# peer learn2learn not run: {reason}", flush=True)
         return None
     return {"workload": workload, **peer_learn2learn.bench(
-        *WORKLOADS[workload], algo, repeats=args.repeats, threads=args.torch_threads)}
+        *WORKLOADS[workload], algo, repeats=args.repeats, threads=args.torch_threads,
+        device=_peer_device())}
+
+
+def _peer_device() -> str:
+    """The peer's torch device: the GPU when metajax runs on one, so both time the same chip."""
+    return "cuda" if jax.default_backend() == "gpu" else "cpu"
 
 
 def fastest_row(rows: list[dict], workload: str, algo: str, *, adapted: bool = False
@@ -320,7 +326,8 @@ def main(argv=None) -> None:
             import peer_learn2learn
             if peer_learn2learn.available() is None:
                 roofline["torch_matmul_gflops"] = round(
-                    peer_learn2learn.matmul_gflops(threads=args.torch_threads), 1)
+                    peer_learn2learn.matmul_gflops(threads=args.torch_threads,
+                                                   device=_peer_device()), 1)
         print("# float32 2048x2048 matmul, GFLOP/s: " + ", ".join(
             f"{k.split('_')[0]} {v}" for k, v in roofline.items()), flush=True)
     header = (f"{'workload':<20}{'algo':<8}{'conv':>8}{'lib':>8}{'dev':>4}{'chunk':>6}{'batch':>6}{'steps':>6}{'remat':>6}"

@@ -28,20 +28,26 @@ def available() -> str | None:
     return None
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10, threads: int | None = None) -> float:
+def matmul_gflops(size: int = 2048, repeats: int = 10, threads: int | None = None,
+                  device: str = "cpu") -> float:
     """torch's float32 matmul rate (GFLOP/s) on this machine, for the roofline line."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    return 2 * size**3 / 1e9 / median_seconds(lambda: torch.mm(a, b), repeats)
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+
+    def product():
+        torch.mm(a, b)
+        if device != "cpu":
+            torch.cuda.synchronize()
+    product()
+    return 2 * size**3 / 1e9 / median_seconds(product, repeats)
 
 
 def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batch: int,
           inner_steps: int, inner_lr: float, algo: str, *, repeats: int,
-          threads: int | None = None, return_step: bool = False):
+          threads: int | None = None, return_step: bool = False, device: str = "cpu"):
     """Seconds per meta-step and per test-time adaptation of learn2learn on random data.
 
     Args:
@@ -50,6 +56,7 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
       algo: ``"maml"``, ``"fomaml"`` or ``"anil"``.
       threads: ``torch.set_num_threads`` (default: torch's own choice, all cores).
       return_step: return the untimed meta-step function instead (for a profiler).
+      device: torch's device, ``"cpu"`` or ``"cuda"`` (each timed call then waits for the GPU).
     """
     import learn2learn as l2l
     import torch
@@ -76,14 +83,20 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
         meta_params = list(adapted.parameters())
     else:
         raise ValueError(f"no learn2learn counterpart for algorithm {algo!r}")
+    model.to(device)
     optimizer = torch.optim.Adam(meta_params, lr=1e-3)
 
     def images(n):
         x = torch.randint(0, 256, (n, channels, height, width)).float() / 255.0
         # OmniglotCNN flattens its input and reshapes to 1x28x28 itself.
-        return x
-    xs, ys = images(ways * shots), torch.arange(ways).repeat_interleave(shots)
-    xq, yq = images(ways * queries), torch.arange(ways).repeat_interleave(queries)
+        return x.to(device)
+    xs, ys = images(ways * shots), torch.arange(ways).repeat_interleave(shots).to(device)
+    xq, yq = images(ways * queries), torch.arange(ways).repeat_interleave(queries).to(device)
+
+    def synchronize():
+        # CUDA kernels run asynchronously: a timed call ends when the GPU is done.
+        if device != "cpu":
+            torch.cuda.synchronize()
 
     def features(x):
         return body(x) if body is not None else x
@@ -97,6 +110,7 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
                 learner.adapt(F.cross_entropy(learner(fs), ys))
             (F.cross_entropy(learner(fq), yq) / meta_batch).backward()
         optimizer.step()
+        synchronize()
 
     def adapt10():
         for _ in range(meta_batch):
@@ -107,6 +121,7 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
                 learner.adapt(F.cross_entropy(learner(fs), ys), first_order=True)
             with torch.no_grad():
                 learner(features(xq)).argmax(-1)
+        synchronize()
 
     if return_step:
         return meta_step
@@ -116,7 +131,7 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
     step_s = median_seconds(meta_step, repeats)
     adapt10()
     adapt_s = median_seconds(adapt10, repeats)
-    return {"peer": "learn2learn", "algo": algo, "torch": torch.__version__,
+    return {"peer": "learn2learn", "algo": algo, "torch": torch.__version__, "device": device,
             "l2l": l2l.__version__, "threads": torch.get_num_threads(),
             "meta_batch": meta_batch, "inner_steps": inner_steps,
             "first_step_s": round(first_s, 3), "step_s": round(step_s, 4),
