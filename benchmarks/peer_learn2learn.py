@@ -72,6 +72,7 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
         model = l2l.vision.models.MiniImagenetCNN(output_size=ways, hidden_size=32, layers=4)
     else:
         raise ValueError(f"no learn2learn counterpart for model {model_name!r}")
+    model.to(device)
 
     if algo == "anil":
         body = model.features
@@ -83,7 +84,6 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
         meta_params = list(adapted.parameters())
     else:
         raise ValueError(f"no learn2learn counterpart for algorithm {algo!r}")
-    model.to(device)
     optimizer = torch.optim.Adam(meta_params, lr=1e-3)
 
     def images(n):
