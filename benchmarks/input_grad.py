@@ -36,8 +36,9 @@ FORMS = {"lhs-dilation": conv._lhs_dilated_input_grad,
          "unswapped": conv._unswapped_input_grad}
 
 
-def off_path_convolutions(hlo_text: str) -> str:
-    """How many convolutions in ``hlo_text`` have an lhs_dilate, and which other layouts occur."""
+def off_path_convolutions(hlo_text: str) -> dict:
+    """How many convolutions in ``hlo_text`` have an lhs_dilate, and how many run in each layout
+    other than Eigen's ``b01f_01io->b01f``."""
     dilated, layouts = 0, collections.Counter()
     for line in hlo_text.splitlines():
         match = re.search(r" convolution\(.*dim_labels=([^,\s]+)", line)
@@ -46,7 +47,7 @@ def off_path_convolutions(hlo_text: str) -> str:
         dilated += "lhs_dilate" in line
         if match.group(1) != "b01f_01io->b01f":
             layouts[match.group(1)] += 1
-    return f"{dilated} convolutions with lhs_dilate; other layouts {dict(layouts)}"
+    return {"lhs_dilate": dilated, "other_layouts": dict(layouts)}
 
 
 def main(argv=None) -> None:
@@ -60,9 +61,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     print(f"# host allocator: {configure_host_allocator(args.host_allocator)}", flush=True)
     workloads, algos = args.workloads.split(","), args.algos.split(",")
-    times = time_swapped_forms("_hybrid_input_grad", FORMS, workloads, algos, args.repeats,
-                               args.min_seconds, off_path_convolutions)
-    print(json.dumps(print_form_table(times, workloads, algos, FORMS)))
+    times, convs = time_swapped_forms("_hybrid_input_grad", FORMS, workloads, algos,
+                                      args.repeats, args.min_seconds, off_path_convolutions)
+    print(json.dumps(print_form_table(
+        times, workloads, algos, FORMS,
+        lambda workload, algo: {"convolutions": {name: convs[(workload, algo, name)]
+                                                 for name in FORMS}})))
 
 
 if __name__ == "__main__":

@@ -75,10 +75,10 @@ def time_swapped_forms(attribute: str, forms: dict, workloads: list[str], algos:
     says what each compiled step holds; it is printed as each compiles.
 
     Returns:
-      ``{(workload, algo, form): seconds}``.
+      ``({(workload, algo, form): seconds}, {(workload, algo, form): describe(its HLO)})``.
     """
     original = getattr(conv, attribute)
-    fns = {}
+    fns, described = {}, {}
     try:
         for workload in workloads:
             for algo in algos:
@@ -87,23 +87,26 @@ def time_swapped_forms(attribute: str, forms: dict, workloads: list[str], algos:
                     _, runners = prepare(workload, algo, conv_impl="hybrid", unroll=True,
                                          adapt=False)
                     step = runners["step"]
-                    print(f"# {workload} {algo} {name}: {describe(step.compiled.as_text())}",
+                    described[(workload, algo, name)] = describe(step.compiled.as_text())
+                    print(f"# {workload} {algo} {name}: {described[(workload, algo, name)]}",
                           flush=True)
                     fns[(workload, algo, name)] = lambda run=step: jax.block_until_ready(run())
     finally:
         setattr(conv, attribute, original)
-    return interleaved_medians(fns, repeats, min_seconds=min_seconds)
+    return interleaved_medians(fns, repeats, min_seconds=min_seconds), described
 
 
-def print_form_table(times: dict, workloads: list[str], algos: list[str], forms: dict) -> list:
-    """The s/step table of :func:`time_swapped_forms` and its rows as dicts."""
+def print_form_table(times: dict, workloads: list[str], algos: list[str], forms: dict,
+                     extra=lambda workload, algo: {}) -> list:
+    """The s/step table of :func:`time_swapped_forms` and its rows as dicts (with ``extra``'s
+    entries for each row)."""
     print(f"{'workload':<20}{'algo':<8}" + "".join(f"{name:>18}" for name in forms) + "  (s/step)")
     rows = []
     for workload in workloads:
         for algo in algos:
             print(f"{workload:<20}{algo:<8}" + "".join(
                 f"{times[(workload, algo, name)]:18.3f}" for name in forms))
-            rows.append({"workload": workload, "algo": algo,
+            rows.append({"workload": workload, "algo": algo, **extra(workload, algo),
                          **{f"{name}_s": round(times[(workload, algo, name)], 4)
                             for name in forms}})
     return rows
@@ -124,10 +127,12 @@ def main(argv=None) -> None:
         alone = jax.jit(FORMS[name], static_argnums=2).lower(x, g, 1).compile().as_text()
         print(f"# {name} compiled alone: dim_labels {kernel_grad_dim_labels(alone)}")
     workloads, algos = args.workloads.split(","), args.algos.split(",")
-    times = time_swapped_forms(
-        "_hybrid_kernel_grad", forms, workloads, algos, args.repeats, args.min_seconds,
-        lambda hlo: f"kernel-gradient dim_labels in the step {kernel_grad_dim_labels(hlo)}")
-    print(json.dumps(print_form_table(times, workloads, algos, forms)))
+    times, labels = time_swapped_forms("_hybrid_kernel_grad", forms, workloads, algos,
+                                       args.repeats, args.min_seconds, kernel_grad_dim_labels)
+    print(json.dumps(print_form_table(
+        times, workloads, algos, forms,
+        lambda workload, algo: {"labels": {name: labels[(workload, algo, name)]
+                                           for name in forms}})))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,18 @@ def test_profile_step_labels_the_time_of_a_meta_step_by_kind_and_layer():
     assert {"conv1 fwd", "conv1 bwd", "conv4 fwd"} <= set(row["by_layer"])
 
 
+def test_input_grad_benchmark_finds_the_swapped_convolutions_and_their_fix():
+    (rows,) = _json_lines("input_grad.py", "--workloads", "omniglot-20w1s", "--algos", "anil",
+                          "--repeats", "1", "--min-seconds", "0")
+    (row,) = rows
+    convs = row["convolutions"]
+    # conv4's 2x2 cotangent: XLA swaps the lhs-dilated form's operands; hybrid's form does not
+    assert convs["lhs-dilation"]["other_layouts"] and convs["lhs-dilation"]["lhs_dilate"] > 0
+    assert convs["unswapped"]["other_layouts"] == {} and convs["unswapped"]["lhs_dilate"] > 0
+    assert convs["zero-interleaved"] == {"lhs_dilate": 0, "other_layouts": {}}
+    assert min(row[f"{name}_s"] for name in convs) > 0
+
+
 def test_conv_block_benchmark_times_both_batch_norm_forms():
     (row,) = _json_lines("conv_block.py", "--blocks", "conv2", "--batches", "2", "--repeats", "1")
     assert set(row["ms"]) == {"patches/centred", "patches/folded"} and min(row["ms"].values()) > 0

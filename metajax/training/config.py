@@ -69,7 +69,7 @@ class Config:
     task_chunk: int | None = None   # tasks vmapped at a time (0: all); None: 1 on CPU, all elsewhere
     unroll: bool = True             # unroll the inner-loop scan (fast on CPU, slower to compile)
     remat: bool = False             # recompute inner steps in the backward pass (memory flat in steps)
-    host_allocator: str = "system"  # system (the C library's defaults) | reuse (keep freed host memory)
+    host_allocator: str = "reuse"  # reuse (keep freed host memory) | system (the C library's defaults)
     log_every: int = 50
     eval_every: int = 1000
     eval_tasks: int = 100           # validation tasks per periodic evaluation
@@ -352,10 +352,11 @@ FIELD_HELP = {
     "seed_chunk": ("training", 'seeds vmapped at a time (0: all); None: 1 on CPU, all elsewhere'),
     "shard_tasks": ("training", 'split the task batch over all devices when there are several'),
     "task_chunk": ("training", 'tasks vmapped at a time (0: all); None: 1 on CPU, all elsewhere'),
-    "host_allocator": ("training", 'system (the C library\'s and JAX\'s defaults) | reuse (keep '
-                                   'freed host memory and run single-device computations on the '
-                                   'calling thread, so XLA:CPU\'s buffers are not page-faulted in '
-                                   'on every step: metajax.training.host_memory)'),
+    "host_allocator": ("training", 'reuse (keep freed host memory and run single-device '
+                                   'computations on the calling thread, so XLA:CPU\'s buffers are '
+                                   'not page-faulted in on every step: '
+                                   'metajax.training.host_memory) | system (the C library\'s and '
+                                   'JAX\'s defaults)'),
     "log_every": ("training", 'steps between logged training metrics'),
     "eval_every": ("training", 'steps between validations'),
     "eval_tasks": ("training", 'validation tasks per periodic evaluation'),

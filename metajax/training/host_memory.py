@@ -21,9 +21,9 @@ reuses the pages the previous step faulted in. Worker threads keep their own are
 20-way steps slower, e.g. MAML 1057 -> 1863 ms: ``benchmarks/results/host_allocator_cpu.txt``.)
 The process keeps its peak heap size until it exits, as a caching allocator does, and Python
 no longer runs ahead of a single-device computation (multi-device computations stay
-asynchronous). The default is ``"system"``: the measured effects, which include an Omniglot
-step that ran slower with ``reuse`` in one run and faster in another, are in the README
-("Page faults").
+asynchronous). ``metajax train`` uses ``"reuse"`` by default (``Config.host_allocator``); the
+measured effects are in the README ("Page faults"); ``"system"`` keeps the C library's and
+JAX's defaults.
 
 JAX fixes its dispatch mode when it starts its CPU backend (the first array or computation), so
 this must run before that; once the backend has started this function changes nothing and says
