@@ -3,7 +3,7 @@
 ``"hybrid"`` (``metajax.models.conv``) computes a convolution's input-gradient, the correlation
 of the output cotangent g dilated by the stride with the flipped kernel, with one function,
 ``conv._hybrid_input_grad``. This benchmark swaps it for each form below and times the whole
-compiled meta-step side by side (``benchmarks/kernel_grad.py``'s procedure):
+compiled meta-step side by side (``benchmarks/hybrid_forms.py``):
 
 * ``lhs-dilation``: one convolution whose ``lhs_dilation`` is the stride (JAX's own transpose
   rule's form, and hybrid's until 2026-12-04);
@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import re
 
+import hybrid_forms  # beside this file
 import metajax.models.conv as conv
-from metajax.training.host_memory import HOST_ALLOCATORS, configure_host_allocator
-from kernel_grad import print_form_table, time_swapped_forms  # beside this file
 
 FORMS = {"lhs-dilation": conv._lhs_dilated_input_grad,
          "zero-interleaved": conv._zero_interleaved_input_grad,
@@ -52,22 +50,10 @@ def off_path_convolutions(hlo_text: str) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="omniglot-20w1s")
-    parser.add_argument("--algos", default="maml,fomaml,anil")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--min-seconds", type=float, default=1.0)
-    parser.add_argument("--host-allocator", default="system", choices=HOST_ALLOCATORS,
-                        help="metajax.configure_host_allocator's mode")
+    hybrid_forms.add_arguments(parser, workloads="omniglot-20w1s", algos="maml,fomaml,anil")
     args = parser.parse_args(argv)
-    print(f"# host allocator: {configure_host_allocator(args.host_allocator)}", flush=True)
-    workloads, algos = args.workloads.split(","), args.algos.split(",")
-    times, convs = time_swapped_forms("_hybrid_input_grad", FORMS, workloads, algos,
-                                      args.repeats, args.min_seconds, off_path_convolutions)
-    print(json.dumps(print_form_table(
-        times, workloads, algos, FORMS,
-        lambda workload, algo: {"convolutions": {name: convs[(workload, algo, name)]
-                                                 for name in FORMS}})))
-
+    hybrid_forms.configure(args)
+    hybrid_forms.run("_hybrid_input_grad", FORMS, args, off_path_convolutions, "convolutions")
 
 if __name__ == "__main__":
     main()

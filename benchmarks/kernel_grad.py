@@ -3,7 +3,7 @@
 ``"hybrid"`` (``metajax.models.conv``) computes a convolution's kernel-gradient ``dk =
 sum_{b,h,w} x_pad[b, h+i, w+j, c] g[b, h, w, f]`` with one function,
 ``conv._hybrid_kernel_grad``. This benchmark swaps it for each form below and times the whole
-compiled meta-step side by side:
+compiled meta-step side by side (``benchmarks/hybrid_forms.py``):
 
 * ``patches``: patches^T g, one matmul (hybrid's form until native convolutions ran on Eigen);
 * ``jax-transpose``: JAX's own transpose rule of the forward convolution, the form ``--conv-impl
@@ -22,15 +22,13 @@ step and for the same convolution compiled on its own, which is what explains th
 from __future__ import annotations
 
 import argparse
-import json
 import re
 
 import jax
 import jax.numpy as jnp
 
+import hybrid_forms  # beside this file
 import metajax.models.conv as conv
-from meta_step import prepare  # beside this file
-from timing import interleaved_medians
 
 
 def jax_transpose_kernel_grad(x, g, stride: int):
@@ -66,74 +64,20 @@ def kernel_grad_dim_labels(hlo_text: str) -> list[str]:
     return sorted(set(labels))
 
 
-def time_swapped_forms(attribute: str, forms: dict, workloads: list[str], algos: list[str],
-                       repeats: int, min_seconds: float, describe) -> dict:
-    """Median s/step of hybrid's meta-step with ``conv.<attribute>`` set to each form in turn.
-
-    Every (workload, algo, form) step is compiled first (the attribute is read when hybrid's map
-    is traced) and then timed in turns, so the forms' ratios are side by side. ``describe(hlo)``
-    says what each compiled step holds; it is printed as each compiles.
-
-    Returns:
-      ``({(workload, algo, form): seconds}, {(workload, algo, form): describe(its HLO)})``.
-    """
-    original = getattr(conv, attribute)
-    fns, described = {}, {}
-    try:
-        for workload in workloads:
-            for algo in algos:
-                for name, form in forms.items():
-                    setattr(conv, attribute, form)
-                    _, runners = prepare(workload, algo, conv_impl="hybrid", unroll=True,
-                                         adapt=False)
-                    step = runners["step"]
-                    described[(workload, algo, name)] = describe(step.compiled.as_text())
-                    print(f"# {workload} {algo} {name}: {described[(workload, algo, name)]}",
-                          flush=True)
-                    fns[(workload, algo, name)] = lambda run=step: jax.block_until_ready(run())
-    finally:
-        setattr(conv, attribute, original)
-    return interleaved_medians(fns, repeats, min_seconds=min_seconds), described
-
-
-def print_form_table(times: dict, workloads: list[str], algos: list[str], forms: dict,
-                     extra=lambda workload, algo: {}) -> list:
-    """The s/step table of :func:`time_swapped_forms` and its rows as dicts (with ``extra``'s
-    entries for each row)."""
-    print(f"{'workload':<20}{'algo':<8}" + "".join(f"{name:>18}" for name in forms) + "  (s/step)")
-    rows = []
-    for workload in workloads:
-        for algo in algos:
-            print(f"{workload:<20}{algo:<8}" + "".join(
-                f"{times[(workload, algo, name)]:18.3f}" for name in forms))
-            rows.append({"workload": workload, "algo": algo, **extra(workload, algo),
-                         **{f"{name}_s": round(times[(workload, algo, name)], 4)
-                            for name in forms}})
-    return rows
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="table4-mini-5w5s,miniimagenet-5w1s")
-    parser.add_argument("--algos", default="anil,fomaml")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--min-seconds", type=float, default=1.0)
+    hybrid_forms.add_arguments(parser, workloads="table4-mini-5w5s,miniimagenet-5w1s",
+                               algos="anil,fomaml")
     parser.add_argument("--forms", default=",".join(FORMS),
                         help=f"comma-separated, of {','.join(FORMS)}")
     args = parser.parse_args(argv)
+    hybrid_forms.configure(args)
     forms = {name: FORMS[name] for name in args.forms.split(",")}
     x, g = jnp.ones((25, 42, 42, 32)), jnp.ones((25, 42, 42, 32))
     for name in [n for n in ("jax-transpose", "canonical") if n in forms]:
         alone = jax.jit(FORMS[name], static_argnums=2).lower(x, g, 1).compile().as_text()
         print(f"# {name} compiled alone: dim_labels {kernel_grad_dim_labels(alone)}")
-    workloads, algos = args.workloads.split(","), args.algos.split(",")
-    times, labels = time_swapped_forms("_hybrid_kernel_grad", forms, workloads, algos,
-                                       args.repeats, args.min_seconds, kernel_grad_dim_labels)
-    print(json.dumps(print_form_table(
-        times, workloads, algos, forms,
-        lambda workload, algo: {"labels": {name: labels[(workload, algo, name)]
-                                           for name in forms}})))
-
+    hybrid_forms.run("_hybrid_kernel_grad", forms, args, kernel_grad_dim_labels, "labels")
 
 if __name__ == "__main__":
     main()

@@ -28,6 +28,14 @@ def available() -> str | None:
     return None
 
 
+def _synchronize(device: str) -> None:
+    # CUDA kernels run asynchronously: a timed call ends when the GPU is done.
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def matmul_gflops(size: int = 2048, repeats: int = 10, threads: int | None = None,
                   device: str = "cpu") -> float:
     """torch's float32 matmul rate (GFLOP/s) on this machine, for the roofline line."""
@@ -39,8 +47,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 10, threads: int | None = Non
 
     def product():
         torch.mm(a, b)
-        if device != "cpu":
-            torch.cuda.synchronize()
+        _synchronize(device)
     product()
     return 2 * size**3 / 1e9 / median_seconds(product, repeats)
 
@@ -93,11 +100,6 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
     xs, ys = images(ways * shots), torch.arange(ways).repeat_interleave(shots).to(device)
     xq, yq = images(ways * queries), torch.arange(ways).repeat_interleave(queries).to(device)
 
-    def synchronize():
-        # CUDA kernels run asynchronously: a timed call ends when the GPU is done.
-        if device != "cpu":
-            torch.cuda.synchronize()
-
     def features(x):
         return body(x) if body is not None else x
 
@@ -110,7 +112,7 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
                 learner.adapt(F.cross_entropy(learner(fs), ys))
             (F.cross_entropy(learner(fq), yq) / meta_batch).backward()
         optimizer.step()
-        synchronize()
+        _synchronize(device)
 
     def adapt10():
         for _ in range(meta_batch):
@@ -121,7 +123,7 @@ def bench(model_name: str, shape, ways: int, shots: int, queries: int, meta_batc
                 learner.adapt(F.cross_entropy(learner(fs), ys), first_order=True)
             with torch.no_grad():
                 learner(features(xq)).argmax(-1)
-        synchronize()
+        _synchronize(device)
 
     if return_step:
         return meta_step

@@ -93,23 +93,24 @@ def _input_grad_pads(g, stride: int, in_hw: tuple[int, int]) -> list[tuple[int, 
     return pads
 
 
+def _correlate_flipped(g, kernel, pads, dilation: int):
+    # g correlated with the flipped kernel (in/out channels swapped), g dilated by ``dilation``.
+    return jax.lax.conv_general_dilated(
+        g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), window_strides=(1, 1), padding=pads,
+        lhs_dilation=(dilation, dilation), dimension_numbers=_DIMS)
+
+
 def _lhs_dilated_input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
     # The stride as the convolution's lhs_dilation: JAX's own transpose rule's form.
-    return jax.lax.conv_general_dilated(
-        g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), window_strides=(1, 1),
-        padding=_input_grad_pads(g, stride, in_hw), lhs_dilation=(stride, stride),
-        dimension_numbers=_DIMS)
+    return _correlate_flipped(g, kernel, _input_grad_pads(g, stride, in_hw), stride)
 
 
 def _zero_interleaved_input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
     # The same correlation with g dilated beforehand (stride - 1 zeros between its rows and
     # columns, lax.pad's interior padding) and a plain stride-1 convolution.
-    pads = _input_grad_pads(g, stride, in_hw)
     interior = (0, 0, stride - 1)
-    g = jax.lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), interior, interior, (0, 0, 0)))
-    return jax.lax.conv_general_dilated(
-        g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), window_strides=(1, 1), padding=pads,
-        dimension_numbers=_DIMS)
+    dilated = jax.lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), interior, interior, (0, 0, 0)))
+    return _correlate_flipped(dilated, kernel, _input_grad_pads(g, stride, in_hw), 1)
 
 
 def _unswapped_input_grad(g, kernel, stride: int, in_hw: tuple[int, int]):
